@@ -57,7 +57,14 @@ def manifest_uri(drop: str) -> str:
 
 def read_drop_id(spark: SparkSession, drop: str) -> str:
     """The drop's deterministic id, from the manifest bytes (works for local paths and object stores)."""
-    row = spark.read.format("binaryFile").load(manifest_uri(drop)).select("content").first()
+    from pyspark.errors import AnalysisException
+
+    try:
+        row = spark.read.format("binaryFile").load(manifest_uri(drop)).select("content").first()
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" not in str(exc):
+            raise
+        row = None
     if row is None:
         raise FileNotFoundError(f"no {MANIFEST_NAME} in drop {drop}")
     return drop_id_for(bytes(row["content"]))

@@ -568,16 +568,15 @@ class _Generator:
         """Index-seeded tint gradient and big opaque shapes: reshapes the low-frequency band pHash reads."""
         w, h = img.size
         grey = img.mode == "L"
-        arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+        # The ramp is built at 32x32 (pHash resolution) and upscaled: a smooth field costs nothing more.
         theta = rng.uniform(0, 2 * np.pi)
-        ramp = (np.arange(h, dtype=np.float32)[:, None] * np.float32(np.sin(theta) / h)
-                + np.arange(w, dtype=np.float32)[None, :] * np.float32(np.cos(theta) / w))
+        axis = np.linspace(0.0, 1.0, 32, dtype=np.float32)
+        ramp = axis[:, None] * np.float32(np.sin(theta)) + axis[None, :] * np.float32(np.cos(theta))
         ramp = (ramp - ramp.min()) / max(1e-6, float(np.ptp(ramp)))
         strength = rng.uniform(0.3, 0.55)
-        tint = np.array([rng.randrange(256) for _ in range(3)], dtype=np.float32)
-        mix = (strength * ramp)[..., None]
-        arr = arr * (1 - mix) + tint * mix
-        out = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+        mask = Image.fromarray((ramp * strength * 255).astype(np.uint8), "L").resize((w, h), Image.Resampling.BILINEAR)
+        tint = Image.new("RGB", (w, h), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        out = Image.composite(tint, img.convert("RGB"), mask)
         draw = ImageDraw.Draw(out)
         shapes = rng.randint(3, 6)
         placed = 0
@@ -602,17 +601,18 @@ class _Generator:
 
     def make_pixels(self, rng: random.Random, with_face: bool, max_side: int) -> tuple[Image.Image, bool, str]:
         base = rng.choice(self.face_bases if with_face else self.nonface_bases)
+        crop: tuple[int, int, int, int] | None = None
         if base.paste_face:
             img, face = self._composite_face(rng, base)
         else:
             crop, face = self._crop_box(rng, base)
-            img = base.image.crop(crop)
-        long_side = rng.randint(min(112, max_side), max_side)
-        scale = long_side / max(img.size)
-        size = (max(16, round(img.width * scale)), max(16, round(img.height * scale)))
+            img = base.image
+        cw, ch = (crop[2] - crop[0], crop[3] - crop[1]) if crop else img.size
+        scale = rng.randint(min(96, max_side), max_side) / max(cw, ch)
+        size = (max(16, round(cw * scale)), max(16, round(ch * scale)))
         if face is not None:
             face = tuple(round(v * scale) for v in face)  # type: ignore[assignment]
-        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        img = img.resize(size, Image.Resampling.BILINEAR, box=crop, reducing_gap=2.0)
         if img.mode == "L" and rng.random() < 0.6:
             img = img.convert("RGB")
         return self._restyle(rng, img, face), face is not None, base.name
@@ -622,7 +622,7 @@ class _Generator:
         """A new distinct picture, encoded; retried until its pHash is far from every registered one."""
         for attempt in range(40):
             chosen = fmt or rng.choices(("JPEG", "PNG", "WEBP"), weights=(65, 15, 20))[0]
-            max_side = {"JPEG": 384, "PNG": 192, "WEBP": 256}[chosen]
+            max_side = {"JPEG": 256, "PNG": 160, "WEBP": 192}[chosen]
             pixels, has_face, base = self.make_pixels(rng, with_face, max_side)
             quality = rng.randint(72, 92) if chosen in ("JPEG", "WEBP") else None
             extra: dict[str, Any] = {}
@@ -803,7 +803,7 @@ class _Generator:
         src = self.source(rng, line_no, ext, force_uk=False) if uk_scenario else self.ok_source(rng, line_no, ext)
         record = {"image_path": path, **src}
         content = _Content(line_no, path, data, fmt, decoded, hashes, original.group,
-                           f"{original.content_id}~{transform.split(':')[0]}", original.has_face, original.base,
+                           f"{original.content_id}~{transform}", original.has_face, original.base,
                            source_is_uk(record), None)
         self._content_entry(entry, content, fmt=fmt, image=decoded, has_face=original.has_face, base=original.base)
         entry["near_dup_of_line"] = original.line_no
@@ -864,7 +864,9 @@ class _Generator:
                     # Later frames differ; only the first frame is the image's content.
                     frames.append(ImageOps.mirror(frames[-1]) if rng.random() < 0.5 else frames[-1].rotate(180))
                 buf = io.BytesIO()
-                frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
+                # Fast-octree palettes: Pillow's default median-cut quantizer dominates the GIF cost.
+                paletted = [f.quantize(colors=128, method=Image.Quantize.FASTOCTREE) for f in frames]
+                paletted[0].save(buf, "GIF", save_all=True, append_images=paletted[1:], duration=120, loop=0)
                 data, fmt = buf.getvalue(), "GIF"
                 decoded = _decode(data).convert("RGB")
                 views = [decoded]
