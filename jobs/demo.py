@@ -14,11 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="demo", help="folder for the drop and, unless --lake is given, the lake")
     parser.add_argument("--n", type=int, default=200, help="manifest lines in the sample drop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--direct", action="store_true", help="call the jobs in-process instead of through the Airflow DAG"
+    )
     add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the sample drop, create the lake, ingest the drop, print what landed where."""
+    from jobs.airflow_local import run_dag
     from jobs.ingest import ingest_manifest
     from jobs.sample_drop import generate_sample_drop
     from jobs.spark import get_spark
@@ -34,11 +38,24 @@ def run(args: argparse.Namespace) -> int:
     ctx = RunContext(job="demo")
 
     summary = generate_sample_drop(drop, n=args.n, seed=args.seed, overwrite=True)
-    ctx.progress("sample drop: %s", summary.to_dict())
+    ctx.progress("sample drop: %d manifest lines, %d files in %s", summary.lines, summary.files, drop)
+    ctx.count("drop_lines", summary.lines)
+    if args.direct:
+        ingest = RunContext(job="ingest")
+        ingest_manifest(get_spark(config, "facelake-demo"), config, ingest)
+        print(ingest.summary())
+    else:
+        ctx.progress("running DAG facelake_ingest with Airflow (SQLite metadata DB under .cache/airflow)")
+        done = run_dag("facelake_ingest", {"drop": str(drop), "lake": config.lake})
+        summaries = [ln for ln in done.stdout.splitlines() + done.stderr.splitlines() if " done in " in ln]
+        if done.returncode != 0:
+            print((done.stdout + done.stderr)[-4000:], file=sys.stderr)
+            print("facelake demo: the Airflow DAG run failed (output above)", file=sys.stderr)
+            return 1
+        print("Airflow DAG facelake_ingest: success")
+        for line in summaries:
+            print("  " + line[line.index("ingest run"):].split(" [airflow", 1)[0])
     spark = get_spark(config, "facelake-demo")
-    ingest = RunContext(job="ingest")
-    ingest_manifest(spark, config, ingest)
-    print(ingest.summary())
     print(f"\nlake: {config.lake}")
     for name in ("crawl_manifest", "quarantine"):
         df = read_table(spark, config.lake, name)

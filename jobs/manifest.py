@@ -103,12 +103,15 @@ def parse_line(line: str, line_no: int) -> ManifestRecord | Rejection:
     if not isinstance(obj, dict):
         return reject(QuarantineReason.MALFORMED_JSON, f"a JSON {type(obj).__name__}, not an object")
 
+    # Absent or null is missing; present but empty or of the wrong type is invalid.
     for name in REQUIRED:
-        if obj.get(name) is None or obj.get(name) == "":
+        if obj.get(name) is None:
             return reject(QuarantineReason.MISSING_FIELD, f"required field {name} is missing", obj)
     for name in (*REQUIRED, "page_url", "country", "platform"):
         if obj.get(name) is not None and not isinstance(obj[name], str):
             return reject(QuarantineReason.INVALID_FIELD, f"{name} must be a string", obj)
+        if name in REQUIRED and not obj[name].strip():
+            return reject(QuarantineReason.INVALID_FIELD, f"{name} is empty", obj)
 
     image_path = safe_relative_path(obj["image_path"])
     if image_path is None:

@@ -72,18 +72,6 @@ def schema_of(name: str) -> StructType:
     return table_spec(name).schema
 
 
-def strip_metadata(schema: StructType) -> StructType:
-    """The schema without column comments, for comparisons that care about names, types, nullability."""
-    return StructType.fromJson(
-        {
-            "type": "struct",
-            "fields": [
-                {**f.jsonValue(), "metadata": {}} for f in schema.fields
-            ],
-        }
-    )
-
-
 def schema_differences(actual: StructType, expected: StructType) -> list[str]:
     """Human-readable differences between two schemas (empty when they match exactly)."""
     problems: list[str] = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,12 @@ def sample_drop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    # py4j logs at INFO while the JVM shuts down, after pytest has closed its capture streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # Airflow reads its home at import time: give the test run its own SQLite home, never ~/airflow.
+    from jobs.airflow_local import airflow_env
+
+    home = Path(tempfile.mkdtemp(prefix="facelake-airflow-"))
+    for key, value in airflow_env(home).items():
+        if key.startswith("AIRFLOW"):
+            os.environ[key] = value

@@ -46,7 +46,9 @@ def test_z_suffix_and_minimal_line() -> None:
         ("42", R.MALFORMED_JSON),
         (line(source_url=...), R.MISSING_FIELD),
         (line(crawled_at=...), R.MISSING_FIELD),
-        (line(image_path=""), R.MISSING_FIELD),
+        (line(image_path=None), R.MISSING_FIELD),
+        (line(image_path=""), R.INVALID_FIELD),
+        (line(crawled_at=""), R.INVALID_FIELD),
         (line(crawled_at="2026-03-01T10:00:00"), R.INVALID_FIELD),  # no zone
         (line(crawled_at="yesterday"), R.INVALID_FIELD),
         (line(tags="uk"), R.INVALID_FIELD),

@@ -1,0 +1,44 @@
+"""The `facelake` console script: one convention, `facelake <command> --lake URI`, documented by --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import COMMANDS, build_parser, main
+
+FACELAKE = str(Path(sys.executable).parent / "facelake")
+
+
+def test_console_script_lists_every_command() -> None:
+    out = subprocess.run([FACELAKE, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "sample-drop"])
+def test_every_job_command_takes_lake(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--lake" in capsys.readouterr().out
+
+
+def test_operator_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["ingest", "--lake", str(tmp_path / "lake"), "--config", str(tmp_path / "absent.toml")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "absent.toml does not exist" in err and "Traceback" not in err
+
+
+def test_sample_drop_command(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [FACELAKE, "sample-drop", str(tmp_path / "d"), "--n", "60", "--seed", "3"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert (tmp_path / "d" / "manifest.jsonl").is_file()
+    assert (tmp_path / "d" / "answer_key.json").is_file()
+    assert "60" in out
