@@ -1,4 +1,12 @@
-"""Ingest stage: read a crawl drop's manifest, validate every line, land it in Delta, quarantine the rest."""
+"""Ingest stage: a crawl drop -> validated, decoded, hashed, deduplicated and tagged rows in Delta.
+
+Steps (each a function below): parse the manifest; drop suppressed URLs; read and decode every
+referenced file on the executors; quarantine what fails; drop suppressed content; build
+provenance rows; find near duplicates against the drop and the table; pick canonicals; union
+jurisdiction tags over each cluster; then write image_sources -> images -> crawl_manifest ->
+quarantine, each an idempotent MERGE. Sources are written first so a crash never leaves an image
+without its provenance; a rerun completes what a crashed run left out.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +14,28 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
+from jobs.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_long_col
+from jobs.imaging import decode_image, hamming
 from jobs.manifest import ManifestRecord, Rejection, drop_id_for, parse_line
+from jobs.policy import Policy, load_policy, tags_for_source
 from jobs.runs import RunContext, configure_logging
-from jobs.tables import init_lake, merge_new_rows
+from jobs.suppression import load_suppression, url_sha256
+from jobs.tables import ensure_table, init_lake, merge_new_rows, read_table, upsert_rows
 
 log = logging.getLogger("facelake.ingest")
 
 MANIFEST_NAME = "manifest.jsonl"
+WRITE_ORDER = ("image_sources", "images", "crawl_manifest", "quarantine")
 
 # One row per manifest line, valid or not, before it is split into crawl_manifest and quarantine.
 _PARSED = T.StructType(
@@ -31,7 +47,7 @@ _PARSED = T.StructType(
         T.StructField("page_url", T.StringType()),
         T.StructField("crawled_at", T.TimestampType()),
         T.StructField("country", T.StringType()),
-        T.StructField("tags", T.ArrayType(T.StringType(), False)),
+        T.StructField("tags", T.ArrayType(T.StringType())),
         T.StructField("platform", T.StringType()),
         T.StructField("extra", T.StringType()),
         T.StructField("reason", T.StringType()),
@@ -39,6 +55,33 @@ _PARSED = T.StructType(
         T.StructField("raw_line", T.StringType()),
     ]
 )
+
+_DECODED = T.StructType(
+    [
+        T.StructField("sha256", T.StringType()),
+        T.StructField("byte_size", T.LongType()),
+        T.StructField("phash", T.StringType()),
+        T.StructField("width", T.IntegerType()),
+        T.StructField("height", T.IntegerType()),
+        T.StructField("format", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("detail", T.StringType()),
+    ]
+)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose after a write step (``fail_after``) to test crash recovery."""
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did: counts per outcome and per quarantine reason, rows inserted per table."""
+
+    drop_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantine: dict[str, int] = field(default_factory=dict)
+    inserted: dict[str, int] = field(default_factory=dict)
 
 
 def _parsed_row(line: str, line_no: int) -> tuple[Any, ...]:
@@ -77,52 +120,296 @@ def parse_manifest(spark: SparkSession, drop: str) -> DataFrame:
     return spark.createDataFrame(rows, _PARSED)
 
 
-def ingest_manifest(spark: SparkSession, config: FacelakeConfig, run: RunContext) -> dict[str, int]:
-    """Land a drop's valid manifest lines in ``crawl_manifest`` and its bad lines in ``quarantine``.
+def _qualified_root(spark: SparkSession, drop: str) -> str:
+    """The drop folder as Hadoop qualifies it (``file:/…``, ``s3a://…``), for relativising file paths."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(drop)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return str(fs.makeQualified(path)).rstrip("/") + "/"
 
-    Idempotent: the drop id comes from the manifest bytes and rows are MERGEd on their keys,
-    so ingesting the same drop again inserts nothing.
+
+def _zero_byte_files(spark: SparkSession, drop: str, relative_paths: list[str]) -> list[str]:
+    """Those of ``relative_paths`` that exist in the drop with zero bytes."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    out = []
+    for rel in relative_paths:
+        path = jvm.org.apache.hadoop.fs.Path(drop.rstrip("/") + "/" + rel)
+        fs = path.getFileSystem(conf)
+        if fs.exists(path) and fs.getFileStatus(path).isFile() and fs.getFileStatus(path).getLen() == 0:
+            out.append(rel)
+    return out
+
+
+def read_drop_files(spark: SparkSession, drop: str) -> DataFrame:
+    """(image_path relative to the drop, content) for every file in the drop folder."""
+    root = _qualified_root(spark, drop)
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(drop)
+    return files.where(F.col("path").startswith(root)).select(
+        F.expr(f"substring(path, {len(root) + 1})").alias("image_path"), "content"
+    )
+
+
+def decode_udf(max_bytes: int, max_pixels: int):
+    """A pandas UDF that decodes and hashes each file on the executors (null content = missing file)."""
+
+    @F.pandas_udf(_DECODED)
+    def decode(content: pd.Series) -> pd.DataFrame:
+        rows = []
+        for data in content:
+            d = decode_image(None if data is None else bytes(data), max_bytes, max_pixels)
+            rows.append((d.sha256, d.byte_size, d.phash, d.width, d.height, d.format,
+                         d.reason.value if d.reason else None, d.detail))
+        return pd.DataFrame(rows, columns=_DECODED.fieldNames())
+
+    return decode
+
+
+def tags_udf(policy: Policy):
+    """A pandas UDF computing one source's jurisdiction tags under ``policy`` (tiny, so shipped as is)."""
+
+    @F.pandas_udf(T.ArrayType(T.StringType()))
+    def tag(source_url: pd.Series, page_url: pd.Series, country: pd.Series, tags: pd.Series) -> pd.Series:
+        return pd.Series(
+            [
+                tags_for_source(policy, s, p, c, list(t) if t is not None else None)
+                for s, p, c, t in zip(source_url, page_url, country, tags, strict=True)
+            ]
+        )
+
+    return tag
+
+
+def host_col(url: F.Column) -> F.Column:
+    """Lower-cased host without port or trailing dot (same rule as jobs.policy.host_of)."""
+    return F.regexp_replace(F.lower(F.try_parse_url(url, F.lit("HOST"))), r"\.$", "")
+
+
+def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column) -> DataFrame:
+    return df.select(
+        F.sha2(F.concat_ws("\x1f", F.lit(drop_id), F.col("line_no").cast("string"), F.col("reason")), 256)
+        .alias("quarantine_id"),
+        F.lit(drop_id).alias("drop_id"),
+        "line_no", "reason", "detail", "image_path", "source_url", "file_sha256", "byte_size", "raw_line",
+        now.alias("quarantined_at"),
+        F.lit(run.run_id).alias("run_id"),
+    )
+
+
+def ingest_drop(
+    spark: SparkSession,
+    config: FacelakeConfig,
+    run: RunContext,
+    *,
+    fail_after: str | None = None,
+) -> IngestReport:
+    """Ingest one crawl drop into the lake. Idempotent: the same drop again changes no data.
+
+    ``fail_after`` names a table in ``WRITE_ORDER``; the run raises ``InjectedFailure`` right
+    after writing it (crash-recovery tests).
     """
-    from pyspark.sql import functions as F
-
     if not config.drop:
         raise ValueError("no drop given: pass --drop DIR (or set FACELAKE_DROP)")
+    if fail_after is not None and fail_after not in WRITE_ORDER:
+        raise ValueError(f"fail_after must be one of {WRITE_ORDER}")
     drop_id = read_drop_id(spark, config.drop)
+    report = IngestReport(drop_id)
     run.inputs.update({"drop_id": drop_id})
-    run.progress("drop %s: parsing %s", drop_id, MANIFEST_NAME)
+    policy = load_policy(config.policy_file or None)
     init_lake(spark, config.lake)
-    parsed = parse_manifest(spark, config.drop).cache()
     now = F.lit(datetime.now(UTC)).cast("timestamp")
-    stamp = {"drop_id": F.lit(drop_id), "run_id": F.lit(run.run_id)}
+    suppressed = load_suppression(spark, config.lake)
 
-    good = parsed.where("ok").withColumns({**stamp, "ingested_at": now})
-    bad = parsed.where("NOT ok").withColumns(
-        {
-            **stamp,
-            "quarantined_at": now,
-            "file_sha256": F.lit(None).cast("string"),
-            "byte_size": F.lit(None).cast("long"),
-            "quarantine_id": F.sha2(
-                F.concat_ws("\x1f", F.lit(drop_id), F.col("line_no").cast("string"), F.col("reason")), 256
-            ),
-        }
+    # 1. Manifest lines.
+    run.progress("drop %s: parsing %s", drop_id, MANIFEST_NAME)
+    parsed = parse_manifest(spark, config.drop).persist()
+    lines = parsed.where("ok").withColumn("url_sha256", url_sha256(F.col("source_url")))
+    bad_lines = parsed.where("NOT ok").withColumns(
+        {"file_sha256": F.lit(None).cast("string"), "byte_size": F.lit(None).cast("long")}
     )
-    lines = parsed.count()
-    reasons = Counter({r["reason"]: r["count"] for r in bad.groupBy("reason").count().collect()})
-    run.count("manifest_lines", lines)
-    run.count("valid_lines", lines - sum(reasons.values()))
-    run.count("quarantined_lines", sum(reasons.values()))
-    run.count("manifest_rows_inserted", merge_new_rows(spark, config.lake, "crawl_manifest", good, run))
-    run.count("quarantine_rows_inserted", merge_new_rows(spark, config.lake, "quarantine", bad, run))
-    parsed.unpersist()
-    for reason, n in sorted(reasons.items()):
-        run.progress("quarantined %d line(s): %s", n, reason)
-    return {**run.counts, **{f"quarantine.{k}": v for k, v in reasons.items()}}
+    lines = lines.join(suppressed.url_hashes, "url_sha256", "left_anti") if suppressed.has_urls else lines
+
+    # 2. Files: decode each distinct path once, on the executors.
+    run.progress("decoding images")
+    paths = lines.select("image_path").distinct()
+    files = paths.join(read_drop_files(spark, config.drop), "image_path", "left").persist()
+    # Spark's file sources skip zero-byte files, so those look missing: ask the file system (few).
+    unseen = [r["image_path"] for r in files.where("content IS NULL").select("image_path").collect()]
+    empty = _zero_byte_files(spark, config.drop, unseen)
+    if empty:
+        files = files.withColumn(
+            "content", F.when(F.col("image_path").isin(empty), F.lit(b"")).otherwise(F.col("content"))
+        )
+    decode = decode_udf(config.max_image_bytes, config.max_image_pixels)
+    decoded = (
+        files.select("image_path", decode(F.col("content")).alias("d"), "content")
+        .select("image_path", "d.*", "content")
+        .persist()
+    )
+    located = lines.drop("reason", "detail", "raw_line").join(decoded, "image_path")
+    bad_files = located.where(F.col("reason").isNotNull()).select(
+        "line_no", "reason", "detail", "image_path", "source_url",
+        F.col("sha256").alias("file_sha256"), "byte_size", F.lit(None).cast("string").alias("raw_line"),
+    )
+    good = located.where(F.col("reason").isNull()).withColumnRenamed("sha256", "image_id")
+
+    # 3. Suppressed content: exact sha256 or pHash within the threshold.
+    if suppressed.has_content:
+        good = good.join(suppressed.sha256s.withColumnRenamed("value", "image_id"), "image_id", "left_anti")
+        hits = near_duplicate_pairs(
+            good.select("image_id", phash_long_col(F.col("phash")).alias("phash_long")).distinct(),
+            suppressed.phashes.select(F.col("value").alias("image_id"), phash_long_col(F.col("value")).alias("phash_long")),
+            config.phash_threshold,
+        )
+        good = good.join(hits.select(F.col("a_id").alias("image_id")).distinct(), "image_id", "left_anti")
+    good = good.persist()
+
+    # 4. Provenance: one source row per line whose image decoded.
+    tag = tags_udf(policy)
+    sources = good.select(
+        F.sha2(F.concat_ws("\x1f", "image_id", "source_url", F.coalesce("page_url", F.lit("")),
+                           F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")), 256).alias("source_id"),
+        "image_id", "source_url", host_col(F.col("source_url")).alias("source_host"), "page_url",
+        host_col(F.col("page_url")).alias("page_host"), "crawled_at", "country", "tags", "platform", "extra",
+        F.lit(drop_id).alias("drop_id"), "line_no",
+        tag("source_url", "page_url", "country", "tags").alias("jurisdiction_tags"),
+        F.lit(policy.version).alias("policy_version"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+    ).dropDuplicates(["source_id"])
+
+    # 5. New images (content not in the table yet) and their near duplicates.
+    images_uri = ensure_table(spark, config.lake, "images")
+    existing = read_table(spark, config.lake, "images").select(
+        "image_id", "phash", "canonical_id", "width", "height", "first_crawled_at"
+    )
+    new_images = (
+        good.groupBy("image_id")
+        .agg(
+            F.first("phash").alias("phash"), F.first("width").alias("width"), F.first("height").alias("height"),
+            F.first("format").alias("format"), F.first("byte_size").alias("byte_size"),
+            F.first("content").alias("content"), F.min("crawled_at").alias("first_crawled_at"),
+        )
+        .join(existing.select("image_id"), "image_id", "left_anti")
+        .persist()
+    )
+    canonical_of = _assign_canonicals(spark, new_images, existing, config.phash_threshold)
+    new_images = new_images.join(canonical_of, "image_id")
+
+    # 6. Tags: the union over every source of every member of the cluster (existing + new sources).
+    all_sources = read_table(spark, config.lake, "image_sources").select("image_id", "jurisdiction_tags").unionByName(
+        sources.select("image_id", "jurisdiction_tags")
+    )
+    membership = existing.select("image_id", "canonical_id").unionByName(canonical_of.select("image_id", "canonical_id"))
+    cluster_tags = (
+        all_sources.join(membership, "image_id")
+        .groupBy("canonical_id")
+        .agg(F.array_sort(F.array_distinct(F.flatten(F.collect_list("jurisdiction_tags")))).alias("jurisdiction_tags"))
+    )
+    image_rows = new_images.join(cluster_tags, "canonical_id", "left").select(
+        "image_id", "phash", "canonical_id", "near_dup_distance", "width", "height", "format", "byte_size", "content",
+        F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("jurisdiction_tags"),
+        F.lit(policy.version).alias("policy_version"), "first_crawled_at",
+        F.lit(drop_id).alias("first_drop_id"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+    )
+    # Existing images whose cluster gained a tag through this drop's sources.
+    retagged = (
+        read_table(spark, config.lake, "images")
+        .join(cluster_tags.withColumnRenamed("jurisdiction_tags", "new_tags"), "canonical_id")
+        .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("new_tags")))
+        .withColumn("jurisdiction_tags", F.col("new_tags"))
+        .withColumn("policy_version", F.lit(policy.version))
+        .drop("new_tags")
+    )
+
+    # 7. Counts (before writing, so a failed write still reports what it saw).
+    report.counts["manifest_lines"] = parsed.count()
+    reasons = Counter({r["reason"]: r["count"] for r in
+                       bad_lines.unionByName(bad_files.withColumn("ok", F.lit(False)), allowMissingColumns=True)
+                       .groupBy("reason").count().collect()})
+    report.quarantine = dict(sorted(reasons.items()))
+    report.counts["quarantined"] = sum(reasons.values())
+    report.counts["suppressed"] = report.counts["manifest_lines"] - report.counts["quarantined"] - good.count()
+    report.counts["ingestible_lines"] = good.count()
+    report.counts["new_images"] = new_images.count()
+    report.counts["near_dup_aliases"] = new_images.where("canonical_id != image_id").count()
+
+    # 8. Writes, sources first.
+    def step(name: str, inserted: int) -> None:
+        report.inserted[name] = inserted
+        run.progress("%s: %d row(s) written", name, inserted)
+        if fail_after == name:
+            raise InjectedFailure(f"stopped on purpose after writing {name}")
+
+    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", sources, run))
+    step("images", upsert_rows(spark, config.lake, "images", image_rows.unionByName(retagged),
+                               update_columns=("jurisdiction_tags", "policy_version"), run=run))
+    # Valid lines whose content was not suppressed: ingested ones and those quarantined for their file.
+    kept_lines = good.select("line_no").unionByName(bad_files.select("line_no")).distinct()
+    manifest_rows = lines.join(kept_lines, "line_no", "left_semi").select(
+        F.lit(drop_id).alias("drop_id"), "line_no", "image_path", "source_url", "page_url", "crawled_at", "country",
+        "tags", "platform", "extra", now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+    )
+    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", manifest_rows, run))
+    quarantine = _quarantine_rows(bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now)
+    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", quarantine, run))
+
+    for frame in (parsed, files, decoded, good, new_images):
+        frame.unpersist()
+    log.debug("images table %s", images_uri)
+    return report
+
+
+def _assign_canonicals(spark: SparkSession, new_images: DataFrame, existing: DataFrame, threshold: int) -> DataFrame:
+    """(image_id, canonical_id, near_dup_distance) for every new image.
+
+    Pairs come from the exact banding join of the new images against new + existing; the (small)
+    edge list and the members involved are collected, and the canonical choice runs in plain Python.
+    """
+    new_h = new_images.select("image_id", phash_long_col(F.col("phash")).alias("phash_long"))
+    old_h = existing.select("image_id", phash_long_col(F.col("phash")).alias("phash_long"))
+    pairs = near_duplicate_pairs(new_h, new_h.unionByName(old_h), threshold).collect()
+    new_rows = new_images.select("image_id", "phash", "width", "height", "first_crawled_at").collect()
+    touched = {p["b_id"] for p in pairs} - {r["image_id"] for r in new_rows}
+    old_rows = (
+        existing.where(F.col("image_id").isin(list(touched))).collect() if touched else []
+    )
+    alias_to_canonical = {r["image_id"]: r["canonical_id"] for r in old_rows}
+    # Canonicals of touched aliases take part too, as published canonicals.
+    missing = set(alias_to_canonical.values()) - {r["image_id"] for r in old_rows}
+    if missing:
+        old_rows += existing.where(F.col("image_id").isin(list(missing))).collect()
+    phash_of = {r["image_id"]: r["phash"] for r in new_rows + old_rows}
+    members = [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"]) for r in new_rows]
+    members += [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"], existing_canonical=True)
+                for r in old_rows if r["canonical_id"] == r["image_id"]]
+    edges = [(p["a_id"], alias_to_canonical.get(p["b_id"], p["b_id"])) for p in pairs]
+    canonical = assign_canonicals(members, edges)
+    rows = [
+        (r["image_id"], canonical[r["image_id"]],
+         None if canonical[r["image_id"]] == r["image_id"] else hamming(r["phash"], phash_of[canonical[r["image_id"]]]))
+        for r in new_rows
+    ]
+    return spark.createDataFrame(rows, "image_id string, canonical_id string, near_dup_distance int")
+
+
+def ingest_manifest(spark: SparkSession, config: FacelakeConfig, run: RunContext) -> dict[str, int]:
+    """Ingest a drop and return flat counts (kept for callers that only want numbers)."""
+    report = ingest_drop(spark, config, run)
+    for name, value in report.counts.items():
+        run.count(name, value)
+    for name, value in report.inserted.items():
+        run.count(f"{name}_inserted", value)
+    for reason, n in report.quarantine.items():
+        run.progress("quarantined %d: %s", n, reason)
+    return {**run.counts, **{f"quarantine.{k}": v for k, v in report.quarantine.items()}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``facelake ingest`` flags."""
     parser.add_argument("--drop", help="crawl drop folder or URI holding manifest.jsonl")
+    parser.add_argument("--phash-threshold", type=int, help="max pHash Hamming distance of a near duplicate")
+    parser.add_argument("--max-image-bytes", type=int, help="files above this size are quarantined")
+    parser.add_argument("--max-image-pixels", type=int, help="images above width x height are quarantined")
+    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default policies/jurisdiction.toml)")
     add_config_arguments(parser)
 
 
@@ -135,8 +422,7 @@ def run(args: argparse.Namespace) -> int:
     run_ctx = RunContext(job="ingest")
     log_config(config, "ingest")
     spark = get_spark(config, "facelake-ingest")
-    counts = ingest_manifest(spark, config, run_ctx)
-    log.debug("counts %s", counts)
+    ingest_manifest(spark, config, run_ctx)
     print(run_ctx.summary())
     return 0
 
@@ -150,3 +436,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

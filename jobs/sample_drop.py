@@ -797,6 +797,8 @@ class _Generator:
         for original in candidates:
             for _ in range(3):
                 data, fmt, transform = self._near_variant(rng, kind, original)
+                if hashlib.sha256(data).hexdigest() in self.first_line_by_sha:
+                    continue  # the same transform of the same original again would be an exact dup
                 decoded = _decode(data)
                 hashes = phash(decoded)
                 close = _hamming(hashes, original.hashes) <= NEAR_DUP_MAX_DISTANCE

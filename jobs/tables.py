@@ -46,6 +46,7 @@ def conform(df: DataFrame, name: str) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spec.schema.fields])
 
 
+
 def read_table(spark: SparkSession, lake: str, name: str, version: int | None = None) -> DataFrame:
     reader = spark.read.format("delta")
     if version is not None:
@@ -104,3 +105,44 @@ class commit_metadata:
 
     def __exit__(self, *exc: object) -> None:
         self.spark.conf.unset(self.KEY)
+
+
+def upsert_rows(
+    spark: SparkSession,
+    lake: str,
+    name: str,
+    rows: DataFrame,
+    update_columns: tuple[str, ...],
+    run: RunContext,
+) -> int:
+    """MERGE: insert rows with new keys, update ``update_columns`` of rows whose values changed.
+
+    Makes no commit when nothing would change (reruns leave the table's version alone).
+    Returns inserted + updated row counts.
+    """
+    from delta.tables import DeltaTable
+
+    spec = table_spec(name)
+    uri = ensure_table(spark, lake, name)
+    rows = conform(rows, name).dropDuplicates(list(spec.key))
+    target = DeltaTable.forPath(spark, uri).toDF().select(
+        *spec.key, F.lit(True).alias("_t_present"), *[F.col(c).alias(f"_t_{c}") for c in update_columns]
+    )
+    differs = " OR ".join(f"NOT (`{c}` <=> `_t_{c}`)" for c in update_columns)
+    pending = rows.join(target, list(spec.key), "left").where(F.col("_t_present").isNull() | F.expr(differs))
+    if pending.isEmpty():
+        return 0
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in update_columns)
+    with commit_metadata(spark, run):
+        (
+            DeltaTable.forPath(spark, uri)
+            .alias("t")
+            .merge(rows.alias("s"), condition)
+            .whenMatchedUpdate(condition=changed, set={c: f"s.`{c}`" for c in update_columns})
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    last = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()
+    metrics = (last["operationMetrics"] or {}) if last else {}
+    return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))

@@ -32,9 +32,9 @@ def test_keys_exist_are_not_null_and_columns_are_documented(name: str) -> None:
 def test_contract_types() -> None:
     images = {f.name: f.dataType for f in schema_of("images").fields}
     assert images["content"] == BinaryType() and images["image_id"] == StringType()
-    assert images["jurisdiction_tags"] == ArrayType(StringType(), False)
+    assert images["jurisdiction_tags"] == ArrayType(StringType(), True)
     faces = {f.name: f.dataType for f in schema_of("faces").fields}
-    assert faces["embedding"] == ArrayType(FloatType(), False)
+    assert faces["embedding"] == ArrayType(FloatType(), True)
     assert {f.name: f.dataType for f in schema_of("crawl_manifest").fields}["crawled_at"] == TimestampType()
     # Suppression and audit hold hashes and counts, never URLs.
     assert "source_url" not in {f.name for f in schema_of("suppression").fields}
