@@ -863,8 +863,20 @@ class _GxSession:
         run: RunContext,
         checked_at: datetime,
     ) -> tuple[list[tuple[ExpectationSpec, ExpectationOutcome]], str | None]:
+        """Validate one view in two passes and store the merged result for Data Docs.
+
+        Pass 1 runs every expectation with ``BOOLEAN_ONLY`` (GX bundles the counts into a few Spark
+        jobs). Pass 2 re-runs, with ``SUMMARY`` and the id columns, only what needs details: failed
+        or errored expectations, aggregate ones (their observed value is recorded) and any with
+        ``mostly`` < 1. A passing publish thus costs one cheap pass.
+        """
         gx = _gx()
         from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+        from great_expectations.validator.validation_statistics import calc_validation_statistics
 
         expectations = [e for e in spec.expectations if e.view == view]
         base = spec.name if spec.table else f"{spec.name}.{table_name}"
@@ -874,42 +886,72 @@ class _GxSession:
             config = copy.deepcopy(e.config)
             config["meta"] = {**(config.get("meta") or {}), "expectation_id": e.expectation_id}
             configs.append(config)
-        suite = self.context.suites.add(
-            gx.ExpectationSuite(name=name, expectations=configs, meta=copy.deepcopy(spec.raw.get("meta") or {}))
-        )
+        meta = copy.deepcopy(spec.raw.get("meta") or {})
+        suite = self.context.suites.add(gx.ExpectationSuite(name=name, expectations=configs, meta=meta))
         asset = self.datasource.add_dataframe_asset(name)
-        batch_definition = asset.add_batch_definition_whole_dataframe(name)
-        definition = self.context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
-        )
-        run_identifier = RunIdentifier(run_name=run.run_id, run_time=checked_at)
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            expectation_parameters=dict(params),
-            result_format={
-                "result_format": "SUMMARY",
-                "unexpected_index_column_names": list(spec.id_columns),
-                "partial_unexpected_count": MAX_EXAMPLES * 4,
-                # Values of failing rows could be personal data (URLs): keep only their ids.
-                "exclude_unexpected_values": True,
-                "return_unexpected_index_query": False,
-            },
-            run_id=run_identifier,
-        )
+        batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": frame})
+
+        result = batch.validate(suite, result_format="BOOLEAN_ONLY", expectation_parameters=dict(params))
+        by_id = {e.expectation_id: e for e in expectations}
+        redo = [
+            r.expectation_config.meta["expectation_id"]
+            for r in result.results
+            if _needs_detail(r, by_id[r.expectation_config.meta["expectation_id"]])
+        ]
+        if redo:
+            detail_suite = gx.ExpectationSuite(
+                name=name, expectations=[c for c in configs if c["meta"]["expectation_id"] in redo], meta=meta
+            )
+            detailed = batch.validate(
+                detail_suite,
+                result_format={
+                    "result_format": "SUMMARY",
+                    "unexpected_index_column_names": list(spec.id_columns),
+                    "partial_unexpected_count": MAX_EXAMPLES * 4,
+                    # Values of failing rows could be personal data (URLs): keep only their ids.
+                    "exclude_unexpected_values": True,
+                    "return_unexpected_index_query": False,
+                },
+                expectation_parameters=dict(params),
+            )
+            again = {r.expectation_config.meta["expectation_id"]: r for r in detailed.results}
+            result.results = [again.get(r.expectation_config.meta["expectation_id"], r) for r in result.results]
+            stats = calc_validation_statistics(result.results)
+            result.success = stats.success
+            result.statistics = {
+                "evaluated_expectations": stats.evaluated_expectations,
+                "successful_expectations": stats.successful_expectations,
+                "unsuccessful_expectations": stats.unsuccessful_expectations,
+                "success_percent": stats.success_percent,
+            }
+
         page = None
         if self.local_site is not None:
-            keys = [
-                k
-                for k in self.context.validation_results_store.list_keys()
-                if k.expectation_suite_identifier.name == name
-            ]
-            self.pending.extend(keys)
-            page = self._page_uri(keys[0]) if keys else None
-        by_id = {e.expectation_id: e for e in expectations}
+            run_identifier = RunIdentifier(run_name=run.run_id, run_time=checked_at)
+            result.meta["run_id"] = run_identifier
+            result.meta["validation_time"] = checked_at
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
+                run_id=run_identifier,
+                batch_identifier=result.batch_id,
+            )
+            self.context.validation_results_store.store_validation_results(
+                suite_validation_result=result,
+                suite_validation_result_identifier=key,
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
+            )
+            self.pending.append(key)
+            page = self._page_uri(key)
+        rows = None
         outcomes = []
         for r in result.results:
             e = by_id[r.expectation_config.meta["expectation_id"]]
-            outcomes.append((e, _outcome(r, e, spec, table_name, page)))
+            outcome = _outcome(r, e, spec, table_name, page)
+            if outcome.success and outcome.element_count is None and _is_map(e.type):
+                # Pass 1 only: every row held (mostly = 1).
+                rows = frame.count() if rows is None else rows
+                outcome.element_count, outcome.unexpected_count = rows, 0
+            outcomes.append((e, outcome))
         return outcomes, page
 
     def _page_uri(self, key: Any) -> str | None:
@@ -964,6 +1006,30 @@ def _outcome(r: Any, e: ExpectationSpec, spec: SuiteSpec, table_name: str, page:
         example_ids=examples,
         error=error,
         data_docs_path=page,
+    )
+
+
+@cache
+def _is_map(expectation_type: str) -> bool:
+    """Whether GX checks this expectation row by row (so it has unexpected rows and ids)."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    impl = get_expectation_impl(expectation_type)
+    return issubclass(impl, ColumnMapExpectation | ColumnPairMapExpectation | MulticolumnMapExpectation)
+
+
+def _needs_detail(result: Any, e: ExpectationSpec) -> bool:
+    mostly = e.kwargs.get("mostly", 1)
+    return (
+        not result.success
+        or _error_message(result.exception_info) is not None
+        or not _is_map(e.type)
+        or (isinstance(mostly, int | float) and mostly < 1)
     )
 
 

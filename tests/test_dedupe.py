@@ -9,7 +9,14 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.dedupe import Member, assign_canonicals, band_plan, near_duplicate_pairs, phash_long_col, phash_to_long
+from jobs.dedupe import (
+    Member,
+    assign_canonicals,
+    band_plan,
+    near_duplicate_pairs,
+    phash_long_col,
+    phash_to_long,
+)
 
 
 @pytest.mark.parametrize("k", range(0, 20))

@@ -1,9 +1,10 @@
-"""Ingest on the sample drop, checked against its answer key: manifest validation, quarantine, idempotency."""
+"""Ingest on the sample drop, checked against its answer key (DESIGN invariants 1-3 and 8)."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,81 +12,153 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from jobs.config import FacelakeConfig
-from jobs.ingest import ingest_manifest, read_drop_id
+from jobs.imaging import hamming
+from jobs.ingest import WRITE_ORDER, InjectedFailure, ingest_drop, read_drop_id
 from jobs.manifest import drop_id_for
-from jobs.reasons import QuarantineReason as R
 from jobs.runs import RunContext
 from jobs.schemas import schema_differences, schema_of
-from jobs.tables import read_table, table_uri
-
-# Reasons decided from the manifest line alone; file-level reasons come with image decoding.
-LINE_REASONS = {R.MALFORMED_JSON, R.MISSING_FIELD, R.INVALID_FIELD, R.PATH_ESCAPE}
+from jobs.suppression import url_digest
+from jobs.tables import merge_new_rows, read_table, table_uri
 
 
 def _key(drop: Path) -> dict:
     return json.loads((drop / "answer_key.json").read_text())
 
 
+def _drop_config(config: FacelakeConfig, drop: Path) -> FacelakeConfig:
+    limits = _key(drop)["limits"]
+    return config.replace(
+        drop=str(drop), max_image_bytes=limits["byte_limit_for_tests"], max_image_pixels=limits["pixel_limit_for_tests"]
+    )
+
+
 def _versions(spark: SparkSession, lake: str) -> dict[str, int]:
     return {
-        name: DeltaTable.forPath(spark, table_uri(lake, name)).history(1).first()["version"]
-        for name in ("crawl_manifest", "quarantine")
+        name: DeltaTable.forPath(spark, table_uri(lake, name)).history(1).first()["version"] for name in WRITE_ORDER
     }
 
 
-def test_manifest_lines_land_or_are_quarantined_per_answer_key(
-    spark: SparkSession, config: FacelakeConfig, sample_drop: Path
-) -> None:
+def _ids(spark: SparkSession, lake: str, table: str, col: str) -> set[str]:
+    return {r[col] for r in read_table(spark, lake, table).select(col).collect()}
+
+
+@pytest.fixture(scope="module")
+def ingested(spark: SparkSession, spark_config: FacelakeConfig, sample_drop: Path, tmp_path_factory) -> dict:
+    """The sample drop ingested once into a lake that the read-only tests below share."""
+    lake = str(tmp_path_factory.mktemp("ingested") / "lake")
+    config = _drop_config(spark_config.replace(lake=lake), sample_drop)
+    report = ingest_drop(spark, config, RunContext(job="ingest"))
     key = _key(sample_drop)
-    counts = ingest_manifest(spark, config.replace(drop=str(sample_drop)), RunContext(job="ingest"))
-    drop_id = drop_id_for((sample_drop / "manifest.jsonl").read_bytes())
-
-    expected_bad = {ln["line_no"]: ln["expected"] for ln in key["lines"] if ln["expected"] in LINE_REASONS}
-    quarantined = {
-        r["line_no"]: r["reason"]
-        for r in read_table(spark, config.lake, "quarantine").select("line_no", "reason").collect()
-    }
-    assert quarantined == expected_bad
-    assert counts["quarantined_lines"] == len(expected_bad)
-    reported = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("quarantine.")}
-    assert reported == Counter(expected_bad.values())
-
-    manifest = read_table(spark, config.lake, "crawl_manifest")
-    landed = {r["line_no"]: r for r in manifest.collect()}
-    assert set(landed) == {ln["line_no"] for ln in key["lines"]} - set(expected_bad)
-    assert counts["manifest_lines"] == len(key["lines"])
-    for ln in key["lines"]:
-        if ln["line_no"] in landed:
-            row = landed[ln["line_no"]]
-            assert row["image_path"] == ln["image_path"] and row["source_url"] == ln["source_url"]
-            assert row["drop_id"] == drop_id
-    # What the job wrote matches schemas/ exactly.
-    assert schema_differences(manifest.schema, schema_of("crawl_manifest")) == []
-    assert schema_differences(read_table(spark, config.lake, "quarantine").schema, schema_of("quarantine")) == []
+    images = {r["image_id"]: r for r in read_table(spark, lake, "images").drop("content").collect()}
+    sources = read_table(spark, lake, "image_sources").collect()
+    quarantine = read_table(spark, lake, "quarantine").collect()
+    return {"lake": lake, "config": config, "report": report, "key": key, "images": images,
+            "sources": sources, "quarantine": quarantine, "lines": {ln["line_no"]: ln for ln in key["lines"]}}
 
 
-def test_unknown_fields_are_kept(spark: SparkSession, config: FacelakeConfig, sample_drop: Path) -> None:
-    ingest_manifest(spark, config.replace(drop=str(sample_drop)), RunContext(job="ingest"))
-    manifest_lines = (sample_drop / "manifest.jsonl").read_text().splitlines()
-    extras = {r["line_no"]: json.loads(r["extra"]) for r in read_table(spark, config.lake, "crawl_manifest")
-              .where("extra IS NOT NULL").collect()}
-    assert extras, "the sample drop has lines with unknown fields"
-    for line_no, extra in extras.items():
-        original = json.loads(manifest_lines[line_no - 1])
-        assert all(original[k] == v for k, v in extra.items())
+def test_every_bad_line_and_file_is_quarantined_with_the_right_reason(ingested: dict) -> None:
+    expected = {ln["line_no"]: ln["expected"] for ln in ingested["key"]["lines"] if ln["expected"] != "ok"}
+    got = {r["line_no"]: r["reason"] for r in ingested["quarantine"]}
+    assert got == expected
+    assert sum(ingested["report"].quarantine.values()) == len(expected)
+    assert all(r["drop_id"] == ingested["report"].drop_id for r in ingested["quarantine"])
+    # File-level rows carry the file's hash and size (never its bytes).
+    for r in ingested["quarantine"]:
+        if r["reason"] in ("truncated_image", "corrupt_image", "not_an_image", "too_many_bytes"):
+            assert r["file_sha256"] == ingested["lines"][r["line_no"]]["file_sha256"] and r["byte_size"] > 0
 
 
-def test_second_ingest_of_the_same_drop_is_a_noop(
-    spark: SparkSession, config: FacelakeConfig, sample_drop: Path
-) -> None:
-    drop_config = config.replace(drop=str(sample_drop))
-    ingest_manifest(spark, drop_config, RunContext(job="ingest"))
-    before = _versions(spark, config.lake)
-    rows_before = read_table(spark, config.lake, "crawl_manifest").orderBy("line_no").collect()
-    again = ingest_manifest(spark, drop_config, RunContext(job="ingest"))
-    assert again["manifest_rows_inserted"] == 0 and again["quarantine_rows_inserted"] == 0
-    assert _versions(spark, config.lake) == before
-    assert read_table(spark, config.lake, "crawl_manifest").orderBy("line_no").collect() == rows_before
+def test_one_row_per_distinct_content(ingested: dict) -> None:
+    ok = [ln for ln in ingested["key"]["lines"] if ln["expected"] == "ok"]
+    assert set(ingested["images"]) == {ln["file_sha256"] for ln in ok}
+    for image in ingested["images"].values():
+        line = next(ln for ln in ok if ln["file_sha256"] == image["image_id"])
+        size = (line["width"], line["height"])
+        if line["exif_orientation"] in (5, 6, 7, 8):  # EXIF rotation by 90 degrees is applied
+            size = size[::-1]
+        assert (image["width"], image["height"]) == size
+        assert len(image["phash"]) == 16
+
+
+def test_every_source_is_kept_including_aliases_and_exact_duplicates(ingested: dict) -> None:
+    ok = [ln for ln in ingested["key"]["lines"] if ln["expected"] == "ok"]
+    by_line = {r["line_no"]: r for r in ingested["sources"]}
+    assert set(by_line) == {ln["line_no"] for ln in ok}
+    for ln in ok:
+        assert by_line[ln["line_no"]]["image_id"] == ln["file_sha256"]
+        assert by_line[ln["line_no"]]["source_url"] == ln["source_url"]
+    same_path = ingested["key"]["scenarios"]["same_path_twice"]["lines"]
+    assert len({by_line[n]["source_url"] for n in same_path}) == 2
+    assert len({by_line[n]["image_id"] for n in same_path}) == 1
+
+
+def test_near_duplicates_fold_into_one_canonical_and_mirrors_do_not(ingested: dict) -> None:
+    images, lines = ingested["images"], ingested["lines"]
+
+    def image_of(line_no: int) -> dict:
+        return images[lines[line_no]["file_sha256"]]
+
+    near = [ln for ln in lines.values() if ln["near_dup_of_line"] and ln["expected"] == "ok"]
+    assert near
+    for ln in near:
+        alias, original = image_of(ln["line_no"]), image_of(ln["near_dup_of_line"])
+        assert alias["canonical_id"] == original["canonical_id"], ln["transform"]
+    for ln in (x for x in lines.values() if x["mirror_of_line"] and x["expected"] == "ok"):
+        assert image_of(ln["line_no"])["canonical_id"] != image_of(ln["mirror_of_line"])["canonical_id"]
+    # Canonicals point at themselves; aliases record their distance to the canonical.
+    for image in images.values():
+        canonical = images[image["canonical_id"]]
+        assert canonical["canonical_id"] == canonical["image_id"]
+        if image["canonical_id"] == image["image_id"]:
+            assert image["near_dup_distance"] is None
+        else:
+            assert image["near_dup_distance"] == hamming(image["phash"], canonical["phash"]) <= 8
+            assert canonical["width"] * canonical["height"] >= image["width"] * image["height"]
+    ok = [ln for ln in lines.values() if ln["expected"] == "ok"]
+    families = {ln["content_id"] for ln in ok} - {ln["content_id"] for ln in ok if ln["near_dup_of_line"]}
+    assert len({i["canonical_id"] for i in images.values()}) == len(families)
+
+
+def test_uk_image_seen_at_co_uk_and_resized_at_com_is_one_uk_canonical(ingested: dict) -> None:
+    scenario = ingested["key"]["scenarios"]["uk_near_dup"]
+    images, lines = ingested["images"], ingested["lines"]
+    canonical = images[lines[scenario["canonical_line"]]["file_sha256"]]
+    alias = images[lines[scenario["near_dup_line"]]["file_sha256"]]
+    assert alias["canonical_id"] == canonical["image_id"] == canonical["canonical_id"]
+    assert canonical["jurisdiction_tags"] == ["uk"] and alias["jurisdiction_tags"] == ["uk"]
+    urls = {r["source_url"] for r in ingested["sources"] if r["image_id"] in (canonical["image_id"], alias["image_id"])}
+    assert {scenario["canonical_source_url"], scenario["near_dup_source_url"]} <= urls
+    # The alias's own source is not UK: the tag comes from the union over the cluster.
+    alias_source = next(r for r in ingested["sources"] if r["line_no"] == scenario["near_dup_line"])
+    assert alias_source["jurisdiction_tags"] == []
+
+
+def test_tags_are_the_union_over_each_cluster_per_answer_key(ingested: dict) -> None:
+    images, lines = ingested["images"], ingested["lines"]
+    cluster_uk: dict[str, bool] = {}
+    for ln in lines.values():
+        if ln["expected"] == "ok":
+            canonical = images[ln["file_sha256"]]["canonical_id"]
+            cluster_uk[canonical] = cluster_uk.get(canonical, False) or ln["uk_expected"]
+    for image in images.values():
+        assert (image["jurisdiction_tags"] == ["uk"]) is cluster_uk[image["canonical_id"]], image["image_id"]
+    for r in ingested["sources"]:
+        assert (r["jurisdiction_tags"] == ["uk"]) is lines[r["line_no"]]["uk_expected"]
+    assert any(cluster_uk.values()) and not all(cluster_uk.values())
+
+
+def test_written_tables_match_their_schemas(spark: SparkSession, ingested: dict) -> None:
+    for name in WRITE_ORDER:
+        assert schema_differences(read_table(spark, ingested["lake"], name).schema, schema_of(name)) == [], name
+
+
+def test_second_ingest_of_the_same_drop_is_a_noop(spark: SparkSession, ingested: dict) -> None:
+    before = _versions(spark, ingested["lake"])
+    images_before = read_table(spark, ingested["lake"], "images").orderBy("image_id").collect()
+    report = ingest_drop(spark, ingested["config"], RunContext(job="ingest"))
+    assert set(report.inserted.values()) == {0}
+    assert _versions(spark, ingested["lake"]) == before
+    assert read_table(spark, ingested["lake"], "images").orderBy("image_id").collect() == images_before
 
 
 def test_drop_id_is_read_from_manifest_bytes(spark: SparkSession, sample_drop: Path) -> None:
@@ -96,4 +169,83 @@ def test_missing_manifest_is_a_clear_error(spark: SparkSession, config: Facelake
     empty = tmp_path / "empty-drop"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no manifest.jsonl in drop"):
-        ingest_manifest(spark, config.replace(drop=str(empty)), RunContext(job="ingest"))
+        ingest_drop(spark, config.replace(drop=str(empty)), RunContext(job="ingest"))
+
+
+def _mini_drop(sample_drop: Path, target: Path, lines: list[dict], extra_manifest: list[dict] | None = None) -> Path:
+    """A new drop reusing some sample files, with new manifest lines."""
+    target.mkdir(parents=True)
+    records = []
+    for ln in lines:
+        src = sample_drop / ln["image_path"]
+        dst = target / ln["image_path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        records.append({"image_path": ln["image_path"], "source_url": ln["source_url"],
+                        "crawled_at": "2026-05-01T00:00:00Z"})
+    records += extra_manifest or []
+    (target / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return target
+
+
+def test_overlapping_drop_adds_only_new_sources(
+    spark: SparkSession, ingested: dict, sample_drop: Path, tmp_path: Path
+) -> None:
+    ok = [ln for ln in ingested["key"]["lines"] if ln["expected"] == "ok"][:6]
+    renamed = [{**ln, "source_url": ln["source_url"].replace("https://", "https://mirror-") } for ln in ok[:3]]
+    drop2 = _mini_drop(sample_drop, tmp_path / "drop2", renamed)
+    lake = str(tmp_path / "lake")
+    shutil.copytree(ingested["lake"], lake)
+    images_before = _ids(spark, lake, "images", "image_id")
+    sources_before = _ids(spark, lake, "image_sources", "source_id")
+    report = ingest_drop(spark, ingested["config"].replace(lake=lake, drop=str(drop2)), RunContext(job="ingest"))
+    assert report.inserted["images"] == 0 and report.counts["new_images"] == 0
+    assert report.inserted["image_sources"] == 3
+    assert _ids(spark, lake, "images", "image_id") == images_before
+    assert _ids(spark, lake, "image_sources", "source_id") > sources_before
+
+
+def test_suppressed_content_and_urls_are_not_ingested(
+    spark: SparkSession, ingested: dict, sample_drop: Path, tmp_path: Path
+) -> None:
+    lines = ingested["lines"]
+    near = next(ln for ln in lines.values() if ln["near_dup_of_line"] and ln["expected"] == "ok"
+                and ln["transform"].startswith("resize"))
+    original = lines[near["near_dup_of_line"]]
+    exact = next(ln for ln in lines.values() if ln["expected"] == "ok" and ln["kind"] == "unique_nonface")
+    by_url = next(ln for ln in lines.values() if ln["expected"] == "ok" and ln["kind"] == "unique_face"
+                  and ln["line_no"] not in (near["line_no"], original["line_no"]))
+    original_phash = ingested["images"][original["file_sha256"]]["phash"]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    lake = str(tmp_path / "lake")
+    rows = [("s1", "sha256", exact["file_sha256"], "e1", now), ("s2", "phash", original_phash, "e1", now),
+            ("s3", "url_sha256", url_digest(by_url["source_url"].upper()), "e1", now)]
+    merge_new_rows(spark, lake, "suppression", spark.createDataFrame(rows, schema_of("suppression")),
+                   RunContext(job="test"))
+    report = ingest_drop(spark, ingested["config"].replace(lake=lake), RunContext(job="ingest"))
+    images = _ids(spark, lake, "images", "image_id")
+    urls = _ids(spark, lake, "image_sources", "source_url") | _ids(spark, lake, "crawl_manifest", "source_url")
+    assert exact["file_sha256"] not in images
+    assert original["file_sha256"] not in images and near["file_sha256"] not in images  # near dup of suppressed
+    assert by_url["source_url"] not in urls
+    suppressed_lines = [ln for ln in lines.values() if ln["expected"] == "ok" and (
+        ln["file_sha256"] in (exact["file_sha256"], original["file_sha256"], near["file_sha256"])
+        or ln["source_url"] == by_url["source_url"])]
+    assert report.counts["suppressed"] >= len(suppressed_lines) >= 4
+    assert len(images) < len(ingested["images"])
+
+
+@pytest.mark.parametrize("fail_after", ["image_sources"])
+def test_a_crash_between_writes_is_repaired_by_the_rerun(
+    spark: SparkSession, ingested: dict, tmp_path: Path, fail_after: str
+) -> None:
+    lake = str(tmp_path / "lake")
+    config = ingested["config"].replace(lake=lake)
+    with pytest.raises(InjectedFailure):
+        ingest_drop(spark, config, RunContext(job="ingest"), fail_after=fail_after)
+    # Never an image without its sources.
+    assert _ids(spark, lake, "images", "image_id") <= _ids(spark, lake, "image_sources", "image_id")
+    ingest_drop(spark, config, RunContext(job="ingest"))
+    for table, key in (("images", "image_id"), ("image_sources", "source_id"), ("quarantine", "quarantine_id"),
+                       ("crawl_manifest", "line_no")):
+        assert _ids(spark, lake, table, key) == _ids(spark, ingested["lake"], table, key), table
