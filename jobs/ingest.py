@@ -196,6 +196,18 @@ def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column
     )
 
 
+def union_cluster_tags(sources: DataFrame, membership: DataFrame) -> DataFrame:
+    """(canonical_id, jurisdiction_tags): the sorted union of the tags of every source of every member.
+
+    ``sources`` has (image_id, jurisdiction_tags); ``membership`` maps image_id -> canonical_id.
+    """
+    return (
+        sources.join(membership, "image_id")
+        .groupBy("canonical_id")
+        .agg(F.array_sort(F.array_distinct(F.flatten(F.collect_list("jurisdiction_tags")))).alias("jurisdiction_tags"))
+    )
+
+
 def ingest_drop(
     spark: SparkSession,
     config: FacelakeConfig,
@@ -299,11 +311,7 @@ def ingest_drop(
         sources.select("image_id", "jurisdiction_tags")
     )
     membership = existing.select("image_id", "canonical_id").unionByName(canonical_of.select("image_id", "canonical_id"))
-    cluster_tags = (
-        all_sources.join(membership, "image_id")
-        .groupBy("canonical_id")
-        .agg(F.array_sort(F.array_distinct(F.flatten(F.collect_list("jurisdiction_tags")))).alias("jurisdiction_tags"))
-    )
+    cluster_tags = union_cluster_tags(all_sources, membership)
     image_rows = new_images.join(cluster_tags, "canonical_id", "left").select(
         "image_id", "phash", "canonical_id", "near_dup_distance", "width", "height", "format", "byte_size", "content",
         F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("jurisdiction_tags"),

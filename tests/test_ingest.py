@@ -249,3 +249,37 @@ def test_a_crash_between_writes_is_repaired_by_the_rerun(
     for table, key in (("images", "image_id"), ("image_sources", "source_id"), ("quarantine", "quarantine_id"),
                        ("crawl_manifest", "line_no")):
         assert _ids(spark, lake, table, key) == _ids(spark, ingested["lake"], table, key), table
+
+
+def test_retag_applies_a_changed_policy_without_the_drop(
+    spark: SparkSession, ingested: dict, tmp_path: Path
+) -> None:
+    from jobs.retag import retag
+
+    lake = str(tmp_path / "lake")
+    shutil.copytree(ingested["lake"], lake)
+    # A policy change: the Isle of Man joins "uk" (a deliberate, test-only edit).
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "test-2"\n[tags.uk]\nhost_suffixes = ["uk", "im"]\ncountries = ["GB", "UK"]\n'
+                      'crawler_tags = ["uk"]\n')
+    config = ingested["config"].replace(lake=lake, drop="/nonexistent", policy_file=str(policy))
+    counts = retag(spark, config, RunContext(job="retag"))
+    sources = read_table(spark, lake, "image_sources").collect()
+    im_lines = {r["line_no"] for r in sources if (r["source_host"] or "").endswith(".im")
+                or (r["page_host"] or "").endswith(".im")}
+    assert im_lines, "the sample drop has .im sources"
+    for r in sources:
+        uk = ingested["lines"][r["line_no"]]["uk_expected"] or r["line_no"] in im_lines
+        assert (r["jurisdiction_tags"] == ["uk"]) is uk
+        assert r["policy_version"] == "test-2"
+    images = {r["image_id"]: r for r in read_table(spark, lake, "images").select(
+        "image_id", "canonical_id", "jurisdiction_tags").collect()}
+    for r in sources:
+        if r["line_no"] in im_lines:
+            assert images[images[r["image_id"]]["canonical_id"]]["jurisdiction_tags"] == ["uk"]
+    assert counts["images_retagged"] > 0
+    # Same policy again: nothing changes, no commit.
+    versions = _versions(spark, lake)
+    again = retag(spark, config, RunContext(job="retag"))
+    assert again["sources_retagged"] == 0 and again["images_retagged"] == 0
+    assert _versions(spark, lake) == versions
