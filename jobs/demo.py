@@ -57,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
             print("  " + line[line.index("ingest run"):].split(" [airflow", 1)[0])
     spark = get_spark(config, "facelake-demo")
     print(f"\nlake: {config.lake}")
-    for name in ("crawl_manifest", "quarantine"):
+    for name in ("crawl_manifest", "image_sources", "images", "quarantine"):
         df = read_table(spark, config.lake, name)
         print(f"  {name:15s} {df.count():6d} rows  {table_uri(config.lake, name)}")
-    print("\nquarantine reasons:")
+    images = read_table(spark, config.lake, "images")
+    canonical = images.where("canonical_id = image_id").count()
+    uk = images.where("array_contains(jurisdiction_tags, 'uk')").count()
+    print(f"\nimages: {canonical} canonical, {images.count() - canonical} near-duplicate aliases, {uk} tagged uk")
+    print("quarantine reasons:")
     for row in read_table(spark, config.lake, "quarantine").groupBy("reason").count().orderBy("reason").collect():
         print(f"  {row['reason']:18s} {row['count']}")
     print(f"\n{ctx.summary()}")
