@@ -335,8 +335,10 @@ def ingest_drop(
                        .groupBy("reason").count().collect()})
     report.quarantine = dict(sorted(reasons.items()))
     report.counts["quarantined"] = sum(reasons.values())
-    report.counts["suppressed"] = report.counts["manifest_lines"] - report.counts["quarantined"] - good.count()
     report.counts["ingestible_lines"] = good.count()
+    report.counts["suppressed"] = (
+        report.counts["manifest_lines"] - report.counts["quarantined"] - report.counts["ingestible_lines"]
+    )
     report.counts["new_images"] = new_images.count()
     report.counts["near_dup_aliases"] = new_images.where("canonical_id != image_id").count()
 

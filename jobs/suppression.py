@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.tables import read_table
+from jobs.tables import ensure_table, read_table
 
 KINDS = ("sha256", "phash", "url_sha256")
 
@@ -42,6 +42,7 @@ class Suppressed:
 
 def load_suppression(spark: SparkSession, lake: str) -> Suppressed:
     """Read the suppression table once per run (it is small: one row per erased item)."""
+    ensure_table(spark, lake, "suppression")
     table = read_table(spark, lake, "suppression").select("kind", "value").cache()
     kinds = {r["kind"] for r in table.select("kind").distinct().collect()}
     return Suppressed(
