@@ -143,7 +143,14 @@ def spark_settings(config: FacelakeConfig, jars: list[str]) -> dict[str, str]:
         "spark.sql.ansi.enabled": "false",
         # Deletion vectors leave deleted rows in data files until purge; erasure must purge them.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
-        "spark.driver.extraJavaOptions": "-Dderby.system.home=" + str(PROJECT_ROOT / ".cache" / "derby"),
+        "spark.driver.extraJavaOptions": " ".join(
+            [
+                "-Dderby.system.home=" + str(PROJECT_ROOT / ".cache" / "derby"),
+                # Quiet JVM logs unless debugging (Spark's own WARN lines are noise for operators).
+                *([] if config.log_level.upper() == "DEBUG" else
+                  ["-Dlog4j2.configurationFile=" + (PROJECT_ROOT / "conf" / "log4j2.properties").as_uri()]),
+            ]
+        ),
     }
     if jars:
         settings["spark.jars"] = ",".join(jars)
