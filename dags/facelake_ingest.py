@@ -1,4 +1,4 @@
-"""facelake_ingest: ingest one crawl drop into the lake (wiring only; the work is `facelake ingest`)."""
+"""facelake_ingest: ingest one crawl drop, then embed the faces of its new images (wiring only)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,14 @@ def facelake_ingest():
             args += ["--lake", params["lake"]]
         return shlex.join(args)
 
-    ingest()
+    @task.bash
+    def embed(params: dict | None = None) -> str:
+        args = ["facelake", "embed"]
+        if params.get("lake"):
+            args += ["--lake", params["lake"]]
+        return shlex.join(args)
+
+    ingest() >> embed()
 
 
 facelake_ingest()

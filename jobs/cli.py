@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-drop": ("jobs.sample_drop", "generate a deterministic sample crawl drop with an answer key"),
     "init": ("jobs.init_lake", "create every facelake table under the lake root"),
     "ingest": ("jobs.ingest", "ingest a crawl drop into the lake"),
+    "embed": ("jobs.embed", "detect, align and embed faces of new canonical images (insightface on onnxruntime)"),
+    "models": ("jobs.models", "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)"),
     "retag": ("jobs.retag", "re-apply the jurisdiction policy to existing rows (no image re-read)"),
     "demo": ("jobs.demo", "sample drop -> lake on the embedded default, with a summary"),
 }

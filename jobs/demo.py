@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate the sample drop, create the lake, ingest the drop, print what landed where."""
     from jobs.airflow_local import run_dag
+    from jobs.embed import embed
     from jobs.ingest import ingest_manifest
     from jobs.sample_drop import generate_sample_drop
     from jobs.spark import get_spark
@@ -44,26 +45,33 @@ def run(args: argparse.Namespace) -> int:
         ingest = RunContext(job="ingest")
         ingest_manifest(get_spark(config, "facelake-demo"), config, ingest)
         print(ingest.summary())
+        embedding = RunContext(job="embed")
+        embed(get_spark(config, "facelake-demo"), config, embedding)
+        print(embedding.summary())
     else:
         ctx.progress("running DAG facelake_ingest with Airflow (SQLite metadata DB under .cache/airflow)")
         done = run_dag("facelake_ingest", {"drop": str(drop), "lake": config.lake})
-        summaries = [ln for ln in done.stdout.splitlines() + done.stderr.splitlines() if " done in " in ln]
+        summaries = [ln for ln in done.stdout.splitlines() + done.stderr.splitlines()
+                     if " run " in ln and " done in " in ln]
         if done.returncode != 0:
             print((done.stdout + done.stderr)[-4000:], file=sys.stderr)
             print("facelake demo: the Airflow DAG run failed (output above)", file=sys.stderr)
             return 1
         print("Airflow DAG facelake_ingest: success")
         for line in summaries:
-            print("  " + line[line.index("ingest run"):].split(" [airflow", 1)[0])
+            start = min(line.find(f"{job} run") for job in ("ingest", "embed") if f"{job} run" in line)
+            print("  " + line[start:].split(" [airflow", 1)[0])
     spark = get_spark(config, "facelake-demo")
     print(f"\nlake: {config.lake}")
-    for name in ("crawl_manifest", "image_sources", "images", "quarantine"):
+    for name in ("crawl_manifest", "image_sources", "images", "quarantine", "faces", "face_status"):
         df = read_table(spark, config.lake, name)
         print(f"  {name:15s} {df.count():6d} rows  {table_uri(config.lake, name)}")
     images = read_table(spark, config.lake, "images")
     canonical = images.where("canonical_id = image_id").count()
     uk = images.where("array_contains(jurisdiction_tags, 'uk')").count()
     print(f"\nimages: {canonical} canonical, {images.count() - canonical} near-duplicate aliases, {uk} tagged uk")
+    statuses = read_table(spark, config.lake, "face_status").groupBy("status").count().orderBy("status").collect()
+    print(f"face status (pack {config.model_pack}): " + ", ".join(f"{r['status']} {r['count']}" for r in statuses))
     print("quarantine reasons:")
     for row in read_table(spark, config.lake, "quarantine").groupBy("reason").count().orderBy("reason").collect():
         print(f"  {row['reason']:18s} {row['count']}")

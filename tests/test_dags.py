@@ -33,7 +33,8 @@ def test_ingest_dag_param_form() -> None:
 
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["facelake_ingest"]
     assert set(dag.params.keys()) == {"drop", "lake"}
-    assert [t.task_id for t in dag.tasks] == ["ingest"]
+    assert sorted(t.task_id for t in dag.tasks) == ["embed", "ingest"]
+    assert dag.task_dict["ingest"].downstream_task_ids == {"embed"}
 
 
 def test_ingest_dag_runs_end_to_end(
@@ -49,3 +50,6 @@ def test_ingest_dag_runs_end_to_end(
     meta = json.loads(DeltaTable.forPath(spark, table_uri(config.lake, "crawl_manifest")).history(1).first()["userMetadata"])
     assert meta["job"] == "ingest"
     assert meta["dag_run_id"].startswith("manual__")
+    # The embed task ran after ingest: every canonical image has a face status for the pack.
+    canonical = read_table(spark, config.lake, "images").where("canonical_id = image_id").count()
+    assert read_table(spark, config.lake, "face_status").count() == canonical > 0

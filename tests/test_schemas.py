@@ -11,6 +11,7 @@ from jobs.schemas import SCHEMA_DIR, schema_differences, schema_of, table_names,
 
 DESIGN_TABLES = {
     "crawl_manifest", "images", "image_sources", "faces", "quarantine", "suppression", "erasure_audit", "dq_results",
+    "face_status",
 }
 
 
