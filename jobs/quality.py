@@ -55,8 +55,6 @@ DATA_DOCS = "data_docs"
 """Data Docs live at ``<lake>/data_docs/`` (``index.html`` lists the current run's validations)."""
 MAX_EXAMPLES = 5
 ROWS_VIEW = "rows"
-DEFAULT_JURISDICTION_VOCABULARY: tuple[str, ...] = ("uk",)
-"""Tags the jurisdiction policy can emit; pass the policy's own list once it exposes one."""
 _SITE = "facelake"
 _DATASOURCE = "facelake"
 
@@ -133,7 +131,9 @@ def suite_spec(name: str) -> SuiteSpec:
         if view != ROWS_VIEW and view not in VIEWS:
             raise ValueError(f"suite {name}: {expectation_id} names unknown view {view!r}")
         specs.append(
-            ExpectationSpec(expectation_id, config["type"], kwargs, view, columns, emeta.get("failing_rows"), config)
+            ExpectationSpec(
+                expectation_id, config["type"], kwargs, view, columns, emeta.get("failing_rows"), config
+            )
         )
         params |= _parameter_names(kwargs)
     ids = [s.expectation_id for s in specs]
@@ -197,11 +197,15 @@ def quality_parameters(
     """Run-time suite parameters: config limits, the pack's dimension, the policy's tags.
 
     ``validate_or_raise(..., parameters=quality_parameters(config, embedding_dim=pack.dim))``.
+    The tag vocabulary is the policy's (``config.policy_file``) unless given.
     """
+    from jobs.policy import load_policy
+
     params: dict[str, Any] = default_parameters()
     if config is not None:
         params["max_image_pixels"] = config.max_image_pixels
         params["phash_threshold"] = config.phash_threshold
+        params["jurisdiction_vocabulary"] = load_policy(config.policy_file or None).vocabulary
     if embedding_dim is not None:
         params["embedding_dim"] = int(embedding_dim)
     if jurisdiction_vocabulary is not None:
@@ -211,9 +215,15 @@ def quality_parameters(
 
 
 def default_parameters() -> dict[str, Any]:
-    """Parameters with a code-level default (anything else must be passed)."""
+    """Parameters with a code-level default (anything else must be passed).
+
+    ``jurisdiction_vocabulary``: the tags the repository's policy can emit; ``quarantine_reasons``:
+    the ``QuarantineReason`` values.
+    """
+    from jobs.policy import load_policy
+
     return {
-        "jurisdiction_vocabulary": sorted(DEFAULT_JURISDICTION_VOCABULARY),
+        "jurisdiction_vocabulary": load_policy().vocabulary,
         "quarantine_reasons": sorted(r.value for r in QuarantineReason),
     }
 
@@ -277,7 +287,9 @@ def check_embedding_length(df: DataFrame) -> DataFrame:
 
 def check_embedding_norm(df: DataFrame) -> DataFrame:
     """Adds ``embedding_norm`` = L2 norm of ``embedding`` (computed in double)."""
-    squares = F.aggregate("embedding", F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x.cast("double"))
+    squares = F.aggregate(
+        "embedding", F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x.cast("double")
+    )
     return df.withColumn("embedding_norm", F.sqrt(squares))
 
 
@@ -327,15 +339,18 @@ def check_canonical(df: DataFrame, images: DataFrame) -> DataFrame:
 
 
 def check_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
-    """Adds ``suppressed``: the row's content or host is on the suppression list.
+    """Adds ``suppressed``: the row's content, URL or host is on the suppression list.
 
     Checks whichever columns the DataFrame has: ``image_id`` against ``sha256`` entries, ``phash``
-    against ``phash`` entries, ``source_host``/``page_host`` against ``host`` suffixes.
-    (``url_sha256`` entries need the URL normalisation of the erasure module; not checked here.)
+    against ``phash`` entries (exact; ingest also drops near duplicates), ``source_url`` against
+    ``url_sha256`` entries (``jobs.suppression.url_sha256``, as ingest hashes it), and
+    ``source_host``/``page_host`` against ``host`` suffixes.
     """
+    from jobs.suppression import url_sha256
+
     flags: list[str] = []
 
-    def flag_equal(frame: DataFrame, column: str, kind: str) -> DataFrame:
+    def flag_equal(frame: DataFrame, column: str, kind: str, key: Column | None = None) -> DataFrame:
         name = f"_sup_{kind}_{column}"
         hits = (
             suppression.where(F.col("kind") == kind)
@@ -344,12 +359,15 @@ def check_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
             .withColumn(name, F.lit(True))
         )
         flags.append(name)
-        return frame.join(hits, frame[column] == hits[name + "_v"], "left").drop(name + "_v")
+        key = frame[column] if key is None else key
+        return frame.join(hits, key == hits[name + "_v"], "left").drop(name + "_v")
 
     def flag_host(frame: DataFrame, column: str) -> DataFrame:
         name = f"_sup_host_{column}"
         suffixes = suppression.where(F.col("kind") == "host").select(F.col("value").alias("_sfx"))
-        hosts = frame.select(F.col(column).alias(name + "_h")).where(F.col(name + "_h").isNotNull()).distinct()
+        hosts = (
+            frame.select(F.col(column).alias(name + "_h")).where(F.col(name + "_h").isNotNull()).distinct()
+        )
         host = F.col(name + "_h")
         matches = F.lower(host) == F.col("_sfx")
         matches = matches | F.lower(host).endswith(F.concat(F.lit("."), F.col("_sfx")))
@@ -362,11 +380,15 @@ def check_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
         out = flag_equal(out, "image_id", "sha256")
     if "phash" in df.columns:
         out = flag_equal(out, "phash", "phash")
+    if "source_url" in df.columns:
+        out = flag_equal(out, "source_url", "url_sha256", url_sha256(F.col("source_url")))
     for column in ("source_host", "page_host"):
         if column in df.columns:
             out = flag_host(out, column)
     if not flags:
-        raise ValueError("check_suppressed needs an image_id, phash, source_host or page_host column")
+        raise ValueError(
+            "check_suppressed needs an image_id, phash, source_url, source_host or page_host column"
+        )
     value = reduce(lambda a, b: a | b, [F.coalesce(F.col(f), F.lit(False)) for f in flags])
     return out.withColumn("suppressed", value).drop(*flags)
 
@@ -384,7 +406,9 @@ DERIVED_COLUMNS: dict[str, Derived] = {
     "embedding_length": Derived(lambda df, refs: check_embedding_length(df)),
     "embedding_norm": Derived(lambda df, refs: check_embedding_norm(df)),
     "landmarks_in_box": Derived(lambda df, refs: check_landmarks_in_box(df)),
-    "image_exists": Derived(lambda df, refs: check_image_exists(df, refs.get("images", ["image_id"])), ("images",)),
+    "image_exists": Derived(
+        lambda df, refs: check_image_exists(df, refs.get("images", ["image_id"])), ("images",)
+    ),
     "source_count": Derived(
         lambda df, refs: check_source_count(df, refs.get("image_sources", ["image_id"])), ("image_sources",)
     ),
@@ -410,9 +434,7 @@ VIEWS: dict[str, Callable[[DataFrame, Sequence[str]], DataFrame]] = {
 """View name (``meta.view`` in a suite) -> how to reshape the DataFrame for those expectations."""
 
 
-def build_view(
-    df: DataFrame, spec: SuiteSpec, view: str, references: References
-) -> DataFrame:
+def build_view(df: DataFrame, spec: SuiteSpec, view: str, references: References) -> DataFrame:
     """The DataFrame one view's expectations run on: derived columns added, unused columns dropped.
 
     Only the id columns and the columns the expectations read are kept, so image bytes, URLs and
@@ -456,7 +478,9 @@ def check_erased(
     a semi join on its columns). ``versions`` defaults to every version in the table's history;
     the erasure job should pass the versions that must still be readable after purging.
     """
-    versions = sorted(set(int(v) for v in (table_versions(spark, lake, table) if versions is None else versions)))
+    versions = sorted(
+        set(int(v) for v in (table_versions(spark, lake, table) if versions is None else versions))
+    )
     wanted = spark.createDataFrame([(v,) for v in versions], "table_version long")
     if not versions:
         return wanted.withColumn("matching_rows", F.lit(0).cast("long"))
@@ -468,7 +492,11 @@ def check_erased(
         else:
             rows = rows.where(selector)
         parts.append(rows.select(F.lit(v).cast("long").alias("table_version")))
-    counts = reduce(DataFrame.unionAll, parts).groupBy("table_version").agg(F.count(F.lit(1)).alias("matching_rows"))
+    counts = (
+        reduce(DataFrame.unionAll, parts)
+        .groupBy("table_version")
+        .agg(F.count(F.lit(1)).alias("matching_rows"))
+    )
     return wanted.join(counts, "table_version", "left").select(
         "table_version", F.coalesce("matching_rows", F.lit(0)).cast("long").alias("matching_rows")
     )
@@ -483,6 +511,7 @@ def verify_erased(
     run: RunContext,
     versions: Iterable[int] | None = None,
     raise_on_failure: bool = True,
+    record: bool = True,
 ) -> QualityReport:
     """After an erasure: zero rows of ``table`` match ``selector`` at every version in ``versions``.
 
@@ -505,6 +534,7 @@ def verify_erased(
         table_name=table,
         table_version=max(versions) if versions else None,
         parameters={"versions_checked": versions},
+        record=record,
     )
 
 
@@ -590,7 +620,9 @@ class QualityReport:
         ]
         lines += [f"  - {o.describe()}" for o in failed]
         if self.data_docs_path:
-            lines.append(f"  data docs: {self.data_docs_pages[0] if self.data_docs_pages else self.data_docs_path}")
+            lines.append(
+                f"  data docs: {self.data_docs_pages[0] if self.data_docs_pages else self.data_docs_path}"
+            )
         return "\n".join(lines)
 
 
@@ -606,6 +638,7 @@ def validate_or_raise(
     references: Mapping[str, DataFrame] | None = None,
     table_name: str | None = None,
     read_published: bool = True,
+    record: bool = True,
 ) -> QualityReport:
     """Run ``suite_name`` on ``df``, record the results, raise ``QualityGateError`` if anything failed.
 
@@ -622,6 +655,7 @@ def validate_or_raise(
         references=references,
         table_name=table_name,
         read_published=read_published,
+        record=record,
     )
     if not report.success:
         raise QualityGateError(report)
@@ -648,7 +682,7 @@ def run_suite(
     - ``references``: rows of other tables that cross-table checks must see besides the published
       tables, e.g. ``{"image_sources": new_sources}`` when publishing images and their sources together.
     - ``table_name``: the table checked (defaults to the suite's; needed for generic suites).
-    - ``record``: write ``dq_results`` rows and Data Docs under the lake (default).
+    - ``record``: write ``dq_results`` rows and Data Docs under the lake (default); False only checks.
     """
     spec = suite_spec(suite_name)
     table_name = table_name or spec.table
@@ -664,7 +698,7 @@ def run_suite(
     params = {k: _jsonable(v) for k, v in params.items() if k in spec.parameters}
     refs = References(spark, lake, references, read_published=read_published)
     checked_at = datetime.now(UTC)
-    session = _session(lake, run) if record else _GxSession(None)
+    session = _session(data_docs_root(lake) if record else None, run)
     outcomes: list[ExpectationOutcome] = []
     pages: list[str] = []
     with _quiet_gx():
@@ -694,6 +728,14 @@ def run_suite(
     )
     if record:
         report.rows_written = write_results(spark, lake, report, run)
+        if report.rows_written < len(report.outcomes):
+            # dq_results' key is (run_id, suite, expectation_id): one result per run and suite.
+            log.warning(
+                "dq_results already held %d result(s) of run %s for suite %s; kept the first ones",
+                len(report.outcomes) - report.rows_written,
+                run.run_id,
+                suite_name,
+            )
     level = logging.INFO if report.success else logging.WARNING
     log.log(level, report.summary() if report.success else report.failure_message())
     return report
@@ -764,12 +806,35 @@ def write_results(spark: SparkSession, lake: str, report: QualityReport, run: Ru
 
 def _gx():
     """Import GX lazily (it takes seconds) and keep its logging quiet."""
+    level = logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR
+    logging.getLogger("great_expectations").setLevel(level)  # before the import: it logs while importing
     import great_expectations as gx
 
-    gx_log = logging.getLogger("great_expectations")
-    if gx_log.level == logging.NOTSET:
-        gx_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
+    # ... and sets INFO on one of its own loggers at import time.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(level)
     return gx
+
+
+@cache
+def _keeping_site_index_builder() -> type:
+    from great_expectations.render.renderer.site_builder import DefaultSiteIndexBuilder
+
+    class KeepingSiteIndexBuilder(DefaultSiteIndexBuilder):
+        """The default index page, without deleting pages of validations made by other contexts."""
+
+        def build(self, skip_and_clean_missing: bool = False, build_index: bool = True):
+            return super().build(skip_and_clean_missing=False, build_index=build_index)
+
+    KeepingSiteIndexBuilder.__module__ = __name__
+    return KeepingSiteIndexBuilder
+
+
+def __getattr__(name: str) -> Any:
+    # GX instantiates the Data Docs index builder by module and class name; build it lazily so
+    # importing this module does not import GX.
+    if name == "KeepingSiteIndexBuilder":
+        return _keeping_site_index_builder()
+    raise AttributeError(name)
 
 
 class _quiet_gx:
@@ -800,16 +865,17 @@ def data_docs_root(lake: str) -> str:
 
 
 _SESSION_LOCK = threading.Lock()
-_SESSIONS: dict[tuple[str, str], _GxSession] = {}
+_SESSIONS: dict[tuple[str | None, str], _GxSession] = {}
 
 
-def _session(lake: str, run: RunContext) -> _GxSession:
-    """One ephemeral GX context per (lake, run): the run's index page lists all its validations."""
-    key = (data_docs_root(lake), run.run_id)
+def _session(docs_root: str | None, run: RunContext) -> _GxSession:
+    """One ephemeral GX context per run and Data Docs root: the run's index lists all its validations."""
+    key = (docs_root, run.run_id)
     with _SESSION_LOCK:
         if key not in _SESSIONS:
-            _SESSIONS.clear()  # keep only the current run's context
-            _SESSIONS[key] = _GxSession(key[0])
+            for old in [k for k in _SESSIONS if k[1] != run.run_id]:
+                del _SESSIONS[old]  # keep only the current run's contexts
+            _SESSIONS[key] = _GxSession(docs_root)
         return _SESSIONS[key]
 
 
@@ -841,7 +907,9 @@ class _GxSession:
                         "class_name": "TupleFilesystemStoreBackend",
                         "base_directory": str(self.local_site.resolve()),
                     },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    # GX's default index builder deletes every page this (ephemeral) context did
+                    # not produce, i.e. earlier runs' pages that dq_results rows link to.
+                    "site_index_builder": {"module_name": __name__, "class_name": "KeepingSiteIndexBuilder"},
                 },
             )
 
@@ -889,7 +957,9 @@ class _GxSession:
         meta = copy.deepcopy(spec.raw.get("meta") or {})
         suite = self.context.suites.add(gx.ExpectationSuite(name=name, expectations=configs, meta=meta))
         asset = self.datasource.add_dataframe_asset(name)
-        batch = asset.add_batch_definition_whole_dataframe(name).get_batch(batch_parameters={"dataframe": frame})
+        batch = asset.add_batch_definition_whole_dataframe(name).get_batch(
+            batch_parameters={"dataframe": frame}
+        )
 
         result = batch.validate(suite, result_format="BOOLEAN_ONLY", expectation_parameters=dict(params))
         by_id = {e.expectation_id: e for e in expectations}
@@ -915,7 +985,9 @@ class _GxSession:
                 expectation_parameters=dict(params),
             )
             again = {r.expectation_config.meta["expectation_id"]: r for r in detailed.results}
-            result.results = [again.get(r.expectation_config.meta["expectation_id"], r) for r in result.results]
+            result.results = [
+                again.get(r.expectation_config.meta["expectation_id"], r) for r in result.results
+            ]
             stats = calc_validation_statistics(result.results)
             result.success = stats.success
             result.statistics = {
@@ -955,7 +1027,9 @@ class _GxSession:
         return outcomes, page
 
     def _page_uri(self, key: Any) -> str | None:
-        urls = self.context.get_docs_sites_urls(resource_identifier=key, site_name=_SITE, only_if_exists=False)
+        urls = self.context.get_docs_sites_urls(
+            resource_identifier=key, site_name=_SITE, only_if_exists=False
+        )
         if not urls or not urls[0].get("site_url"):
             return None
         path = Path(urlparse(urls[0]["site_url"]).path)
@@ -977,19 +1051,31 @@ class _GxSession:
 def _copy_to_lake(spark: SparkSession, local: Path, target: str) -> None:
     """Copy a local folder to an object-store URI with Spark's Hadoop FileSystem (s3a:// and friends)."""
     jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    dst = jvm.org.apache.hadoop.fs.Path(target)
-    fs = dst.getFileSystem(conf)
-    for path in local.rglob("*"):
+    hadoop_path = jvm.org.apache.hadoop.fs.Path
+    fs = hadoop_path(target).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for path in sorted(local.rglob("*")):
         if path.is_file():
             relative = path.relative_to(local).as_posix()
-            fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(str(path)), jvm.org.apache.hadoop.fs.Path(target + "/" + relative))
+            source = hadoop_path(path.resolve().as_uri())
+            fs.copyFromLocalFile(False, True, source, hadoop_path(target.rstrip("/") + "/" + relative))
 
 
-def _outcome(r: Any, e: ExpectationSpec, spec: SuiteSpec, table_name: str, page: str | None) -> ExpectationOutcome:
+def _outcome(
+    r: Any, e: ExpectationSpec, spec: SuiteSpec, table_name: str, page: str | None
+) -> ExpectationOutcome:
     result = dict(r.result or {})
     error = _error_message(r.exception_info)
     examples = _example_ids(result.get("partial_unexpected_index_list"), spec.id_columns)
+    observed = result.get("observed_value")
+    if _is_map(e.type):
+        element_count, unexpected_count = result.get("element_count"), result.get("unexpected_count")
+    else:
+        # Counts of an aggregate expectation are about values, not rows: they go in the observed value.
+        element_count = unexpected_count = None
+        if observed is None:
+            observed = {
+                k: result[k] for k in ("unexpected_count", "missing_count") if result.get(k) is not None
+            } or None
     kwargs = r.expectation_config.kwargs
     kwargs = {k: v for k, v in dict(kwargs).items() if k not in ("batch_id",)}
     return ExpectationOutcome(
@@ -998,11 +1084,9 @@ def _outcome(r: Any, e: ExpectationSpec, spec: SuiteSpec, table_name: str, page:
         view=e.view,
         kwargs=json.loads(json.dumps(kwargs, default=_json_default)),
         success=bool(r.success) and error is None,
-        observed_value=json.loads(json.dumps(result["observed_value"], default=_json_default))
-        if result.get("observed_value") is not None
-        else None,
-        element_count=_int_or_none(result.get("element_count")),
-        unexpected_count=_int_or_none(result.get("unexpected_count")),
+        observed_value=None if observed is None else json.loads(json.dumps(observed, default=_json_default)),
+        element_count=_int_or_none(element_count),
+        unexpected_count=_int_or_none(unexpected_count),
         example_ids=examples,
         error=error,
         data_docs_path=page,

@@ -1,0 +1,884 @@
+"""The GX gate: every suite passes on good data and each expectation catches its own break.
+
+Speed: one suite run per suite on good data and one on broken data. The broken DataFrame breaks
+every expectation of the suite at once, each on its own row, so one GX run tells which
+expectation caught which row; the parametrized tests then read that run's report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import types as T
+
+from jobs import quality
+from jobs.config import FacelakeConfig
+from jobs.runs import RunContext
+from jobs.schemas import schema_differences, schema_of, table_names
+from jobs.tables import read_table
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+DROP = "0123456789abcdef"
+DIM = 16  # the test pack's embedding dimension (a run-time parameter)
+PACK_SHA = hashlib.sha256(b"pack").hexdigest()
+PACK_ID = "generated-test-pack@" + PACK_SHA[:12]
+PARAMS = quality.quality_parameters(FacelakeConfig(), embedding_dim=DIM)
+TABLE_SUITES = [
+    "crawl_manifest",
+    "face_status",
+    "images",
+    "image_sources",
+    "faces",
+    "quarantine",
+    "suppression",
+    "dq_results",
+    "erasure_audit",
+]
+ALL_SUITES = [*TABLE_SUITES, "erased_selector"]
+# Recording is a Delta MERGE into dq_results per suite run (seconds of CPU each): the tests record
+# the images suite on good and broken data and image_sources (URL columns) on broken data only.
+RECORDED_GOOD = ("images",)
+RECORDED_BROKEN = ("images", "image_sources")
+
+
+def h64(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+
+
+def h16(*parts: object) -> str:
+    return h64(*parts)[:16]
+
+
+def unit(values: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+def relaxed(schema: T.StructType) -> T.StructType:
+    """The table's schema with every column nullable, so broken rows may hold nulls."""
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+
+
+def frame(spark, table: str, rows: list[dict[str, Any]], exact: bool = True):
+    schema = schema_of(table)
+    data = [tuple(r[f.name] for f in schema.fields) for r in rows]
+    return spark.createDataFrame(data, schema if exact else relaxed(schema))
+
+
+# ---------------------------------------------------------------------------------------------
+# Good rows per table
+# ---------------------------------------------------------------------------------------------
+
+
+def image_row(i: int) -> dict[str, Any]:
+    image_id = h64("image", i)
+    return {
+        "image_id": image_id,
+        "phash": h16("phash", i),
+        "canonical_id": image_id,
+        "near_dup_distance": None,
+        "width": 640 + i,
+        "height": 480,
+        "format": "JPEG",
+        "byte_size": 1000 + i,
+        "content": b"\xff\xd8\xff" + bytes([i % 256]),
+        "jurisdiction_tags": ["uk"] if i % 3 == 0 else [],
+        "policy_version": "2025-03",
+        "first_crawled_at": NOW,
+        "first_drop_id": DROP,
+        "ingested_at": NOW,
+        "run_id": "r1",
+    }
+
+
+def source_row(i: int, image_id: str | None = None) -> dict[str, Any]:
+    image_id = image_id or h64("image", i)
+    url = f"https://img{i}.example.com/p/{i}.jpg"
+    return {
+        "source_id": h64("source", image_id, url),
+        "image_id": image_id,
+        "source_url": url,
+        "source_host": f"img{i}.example.com",
+        "page_url": f"https://www.example.co.uk/page/{i}",
+        "page_host": "www.example.co.uk",
+        "crawled_at": NOW,
+        "country": "GB",
+        "tags": ["uk"],
+        "platform": "web",
+        "extra": None,
+        "drop_id": DROP,
+        "line_no": i + 1,
+        "jurisdiction_tags": ["uk"],
+        "policy_version": "2025-03",
+        "ingested_at": NOW,
+        "run_id": "r1",
+    }
+
+
+def face_row(i: int) -> dict[str, Any]:
+    image_id = h64("image", i)
+    x1, y1 = 10.0 + i, 20.0
+    return {
+        "face_id": h64("face", image_id, "pack", 0),
+        "image_id": image_id,
+        "face_index": 0,
+        "bbox": [x1, y1, x1 + 100.0, y1 + 120.0],
+        "landmarks": [
+            x1 + 30,
+            y1 + 40,
+            x1 + 70,
+            y1 + 40,
+            x1 + 50,
+            y1 + 60,
+            x1 + 35,
+            y1 + 90,
+            x1 + 65,
+            y1 + 90,
+        ],
+        "det_score": 0.9,
+        "embedding": unit([float((i + k) % 7 + 1) for k in range(DIM)]),
+        "embedding_dim": DIM,
+        "pack_id": PACK_ID,
+        "pack_sha256": PACK_SHA,
+        "jurisdiction_tags": ["uk"] if i % 2 else [],
+        "embedded_at": NOW,
+        "run_id": "r1",
+    }
+
+
+def status_row(i: int) -> dict[str, Any]:
+    status = ("ok", "no_face", "failed")[i % 3]
+    return {
+        "image_id": h64("image", i),
+        "pack_id": PACK_ID,
+        "status": status,
+        "reason": "detect_failed" if status == "failed" else None,
+        "detail": "RuntimeError: boom" if status == "failed" else None,
+        "face_count": 2 if status == "ok" else 0,
+        "pack_sha256": PACK_SHA,
+        "model_files": [{"role": "detection", "file": "det.onnx", "sha256": h64("det")}],
+        "det_size": "640x640",
+        "det_thresh": 0.5,
+        "jurisdiction_tags": ["uk"] if i % 2 else [],
+        "processed_at": NOW,
+        "run_id": "r1",
+    }
+
+
+def manifest_row(i: int) -> dict[str, Any]:
+    return {
+        "drop_id": DROP,
+        "line_no": i + 1,
+        "image_path": f"images/{i:04d}.jpg",
+        "source_url": f"https://img{i}.example.com/p/{i}.jpg",
+        "page_url": None,
+        "crawled_at": NOW,
+        "country": "GB" if i % 2 else None,
+        "tags": ["uk"] if i % 2 else None,
+        "platform": None,
+        "extra": None,
+        "ingested_at": NOW,
+        "run_id": "r1",
+    }
+
+
+def quarantine_row(i: int) -> dict[str, Any]:
+    return {
+        "quarantine_id": h64("q", i),
+        "drop_id": DROP,
+        "line_no": i + 1,
+        "reason": "malformed_json" if i % 2 else "missing_file",
+        "detail": "bad line",
+        "image_path": f"images/{i}.jpg",
+        "source_url": None,
+        "file_sha256": h64("file", i) if i % 2 == 0 else None,
+        "byte_size": 10 * i if i % 2 == 0 else None,
+        "raw_line": "{" * (i + 1),
+        "quarantined_at": NOW,
+        "run_id": "r1",
+    }
+
+
+def suppression_row(i: int) -> dict[str, Any]:
+    kind, value = [
+        ("sha256", h64("erased", i)),
+        ("phash", h16("erased", i)),
+        ("url_sha256", h64("url", i)),
+        ("host", f"erased{i}.example"),
+    ][i % 4]
+    return {
+        "suppression_id": h64(kind, value),
+        "kind": kind,
+        "value": value,
+        "erasure_id": h64("erasure", 1),
+        "added_at": NOW,
+    }
+
+
+def dq_row(i: int) -> dict[str, Any]:
+    return {
+        "run_id": "r1",
+        "job": "ingest",
+        "suite": "images",
+        "table_name": "images",
+        "table_version": 3,
+        "expectation_id": f"expect_column_values_to_be_unique(c{i})",
+        "expectation_type": "expect_column_values_to_be_unique",
+        "kwargs": "{}",
+        "success": bool(i % 2),
+        "observed_value": None,
+        "element_count": 10,
+        "unexpected_count": 0 if i % 2 else 2,
+        "example_ids": [] if i % 2 else [h64("image", i)],
+        "data_docs_path": "/lake/data_docs/index.html",
+        "checked_at": NOW,
+    }
+
+
+def audit_row(i: int) -> dict[str, Any]:
+    return {
+        "erasure_id": h64("erasure", i),
+        "mode": "execute" if i % 2 else "dry_run",
+        "status": "completed" if i % 2 else "planned",
+        "ticket_ref": f"T-{i}",
+        "requested_by": "op1",
+        "selector_kind": "jurisdiction",
+        "selector_digest": h64("selector", i),
+        "started_at": NOW,
+        "finished_at": None,
+        "counts": {"images": 3},
+        "table_versions": {"images": 4},
+        "first_readable_versions": None,
+        "checks": [{"name": "no_rows", "passed": True, "detail": "0"}],
+        "run_id": "r1",
+    }
+
+
+def counts_row(i: int) -> dict[str, Any]:
+    return {"table_version": i, "matching_rows": 0}
+
+
+ROW_MAKERS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "images": image_row,
+    "image_sources": source_row,
+    "faces": face_row,
+    "face_status": status_row,
+    "crawl_manifest": manifest_row,
+    "quarantine": quarantine_row,
+    "suppression": suppression_row,
+    "dq_results": dq_row,
+    "erasure_audit": audit_row,
+    "erased_selector": counts_row,
+}
+COUNTS_SCHEMA = T.StructType(
+    [T.StructField("table_version", T.LongType(), False), T.StructField("matching_rows", T.LongType(), False)]
+)
+
+
+@dataclass
+class Case:
+    """Rows of one suite's table plus what the cross-table checks will see."""
+
+    suite: str
+    rows: list[dict[str, Any]]
+    image_ids: set[str] = field(default_factory=set)
+    unsourced: set[str] = field(default_factory=set)
+    suppression: list[dict[str, Any]] = field(default_factory=lambda: [suppression_row(i) for i in range(4)])
+    parameters: dict[str, Any] = field(default_factory=lambda: dict(PARAMS))
+
+    def dataframe(self, spark, exact: bool):
+        if self.suite == "erased_selector":
+            return spark.createDataFrame(
+                [(r["table_version"], r["matching_rows"]) for r in self.rows], COUNTS_SCHEMA
+            )
+        return frame(spark, self.suite, self.rows, exact)
+
+    def references(self, spark) -> dict[str, Any]:
+        # images: what faces and image_sources point at; image_sources: what images need (>= 1 each).
+        images = [{**image_row(0), "image_id": i, "canonical_id": i} for i in sorted(self.image_ids)]
+        sourced = {
+            r["image_id"] for r in self.rows if self.suite == "images" and r["image_id"]
+        } - self.unsourced
+        sources = [source_row(0, image_id) for image_id in sorted(sourced)]
+        return {
+            "images": frame(spark, "images", images),
+            "image_sources": frame(spark, "image_sources", sources),
+            "suppression": frame(spark, "suppression", self.suppression),
+        }
+
+
+def good_case(suite: str, n: int) -> Case:
+    rows = [ROW_MAKERS[suite](i) for i in range(n)]
+    case = Case(suite, rows)
+    if suite == "images":
+        # Row 1 is a near duplicate folded into row 0.
+        rows[1].update(canonical_id=rows[0]["image_id"], near_dup_distance=3)
+    if suite in ("image_sources", "faces"):
+        case.image_ids = {r["image_id"] for r in rows}
+    if suite == "erased_selector":
+        case.parameters = {**case.parameters, "versions_checked": list(range(n))}
+    return case
+
+
+# ---------------------------------------------------------------------------------------------
+# One break per expectation: mutate row `r` (and the case), return the ids the report must show
+# ---------------------------------------------------------------------------------------------
+
+Break = Callable[[dict[str, Any], Case], list[str]]
+
+
+def _set(**changes: Any) -> Break:
+    """Break by changing columns; the example id is the row's (possibly changed) id."""
+
+    def apply(row: dict[str, Any], case: Case) -> list[str]:
+        row.update(changes)
+        return [row_id(case.suite, row)]
+
+    return apply
+
+
+def row_id(suite: str, row: dict[str, Any]) -> str:
+    ids = quality.suite_spec(suite).id_columns
+    values = [row[c] for c in ids]
+    return "" if any(v is None for v in values) else ":".join(map(str, values))
+
+
+def _null(column: str, **also: Any) -> Break:
+    def apply(row: dict[str, Any], case: Case) -> list[str]:
+        row.update({column: None, **also})
+        return [row_id(case.suite, row)]  # "" when the id itself is null: no example then
+
+    return apply
+
+
+def _copy_of_first(*columns: str, **also: Any) -> Break:
+    """Give the row the first row's values in ``columns`` (a duplicate key)."""
+
+    def apply(row: dict[str, Any], case: Case) -> list[str]:
+        row.update({c: case.rows[0][c] for c in columns}, **also)
+        return [row_id(case.suite, case.rows[0])]
+
+    return apply
+
+
+def _same_face_key(row: dict[str, Any], case: Case) -> list[str]:
+    """Another face id for the first row's (image, pack, index): both rows fail."""
+    first = case.rows[0]
+    row.update(image_id=first["image_id"], pack_id=first["pack_id"], face_index=first["face_index"])
+    return [first["face_id"], row["face_id"]]
+
+
+def _image_dup(row: dict[str, Any], case: Case) -> list[str]:
+    first = case.rows[0]["image_id"]
+    row.update(image_id=first, canonical_id=first)
+    return [first]
+
+
+def _image_bad_id(row: dict[str, Any], case: Case) -> list[str]:
+    row.update(image_id="Z" * 64, canonical_id="Z" * 64)
+    return ["Z" * 64]
+
+
+def _unsourced(row: dict[str, Any], case: Case) -> list[str]:
+    case.unsourced.add(row["image_id"])
+    return [row["image_id"]]
+
+
+def _suppress_sha(row: dict[str, Any], case: Case) -> list[str]:
+    case.suppression.append(
+        {**suppression_row(0), "suppression_id": h64("s", row["image_id"]), "value": row["image_id"]}
+    )
+    return [row_id(case.suite, row)]
+
+
+def _suppress_host(row: dict[str, Any], case: Case) -> list[str]:
+    row.update(source_host="img.banned.example")
+    case.suppression.append(
+        {**suppression_row(3), "suppression_id": h64("s", "banned"), "value": "banned.example"}
+    )
+    return [row["source_id"]]
+
+
+def _suppress_url(row: dict[str, Any], case: Case) -> list[str]:
+    from jobs.suppression import url_digest
+
+    digest = url_digest(row["source_url"].upper() + "#fragment")  # the same URL, as ingest normalises it
+    case.suppression.append({**suppression_row(2), "suppression_id": h64("s", digest), "value": digest})
+    return [row_id(case.suite, row)]
+
+
+def _missing_image(row: dict[str, Any], case: Case) -> list[str]:
+    row.update(image_id=h64("no such image"))
+    return [row_id(case.suite, row)]
+
+
+def _landmark_outside(row: dict[str, Any], case: Case) -> list[str]:
+    landmarks = list(row["landmarks"])
+    landmarks[0] = row["bbox"][0] - 5.0
+    row.update(landmarks=landmarks)
+    return [row["face_id"]]
+
+
+def _erased_rows_left(row: dict[str, Any], case: Case) -> list[str]:
+    row.update(matching_rows=3)
+    return [str(row["table_version"])]
+
+
+def _version_not_checked(row: dict[str, Any], case: Case) -> list[str]:
+    case.parameters["versions_checked"] = [*case.parameters["versions_checked"], 99]
+    return []
+
+
+BREAKS: dict[str, dict[str, Break]] = {
+    "images": {
+        "expect_column_values_to_not_be_null(image_id)": _null("image_id", canonical_id=h64("image", 0)),
+        "expect_column_values_to_be_unique(image_id)": _image_dup,
+        "expect_column_values_to_match_regex(image_id)": _image_bad_id,
+        "expect_column_values_to_not_be_null(phash)": _set(phash=None),
+        "expect_column_values_to_match_regex(phash)": _set(phash="NOT-A-PHASH"),
+        "expect_column_values_to_not_be_null(canonical_id)": _set(canonical_id=None),
+        "expect_column_values_to_be_in_set(canonical_ok)": _set(canonical_id=h64("dangling")),
+        "expect_column_values_to_be_between(near_dup_distance)": _set(
+            canonical_id=h64("image", 0), near_dup_distance=PARAMS["phash_threshold"] + 1
+        ),
+        "expect_column_values_to_be_between(width)": _set(width=0),
+        "expect_column_values_to_be_between(height)": _set(height=0),
+        "expect_column_values_to_be_between(pixel_count)": _set(width=10_000, height=10_000),
+        "expect_column_values_to_be_in_set(format)": _set(format="BMP"),
+        "expect_column_values_to_be_between(byte_size)": _set(byte_size=0),
+        "expect_column_values_to_be_in_set(jurisdiction_tag)": _set(jurisdiction_tags=["uk", "je"]),
+        "expect_column_values_to_be_between(source_count)": _unsourced,
+        "expect_column_values_to_be_in_set(suppressed)": _suppress_sha,
+    },
+    "image_sources": {
+        "expect_column_values_to_not_be_null(source_id)": _null("source_id"),
+        "expect_column_values_to_be_unique(source_id)": _copy_of_first("source_id"),
+        "expect_column_values_to_match_regex(source_id)": _set(source_id="not-a-hash"),
+        "expect_column_values_to_not_be_null(image_id)": _null("image_id"),
+        "expect_column_values_to_be_in_set(image_exists)": _missing_image,
+        "expect_column_values_to_not_be_null(source_url)": _set(source_url=None),
+        "expect_column_values_to_match_regex(source_host)": _set(source_host="IMG.Example.com"),
+        "expect_column_values_to_match_regex(drop_id)": _set(drop_id="xyz"),
+        "expect_column_values_to_be_between(line_no)": _set(line_no=0),
+        "expect_column_values_to_be_in_set(jurisdiction_tag)": _set(jurisdiction_tags=["fr"]),
+        "expect_column_values_to_be_in_set(suppressed)": _suppress_host,
+    },
+    "faces": {
+        "expect_column_values_to_not_be_null(face_id)": _null("face_id"),
+        "expect_column_values_to_be_unique(face_id)": _copy_of_first("face_id"),
+        "expect_column_values_to_match_regex(face_id)": _set(face_id="face-1"),
+        "expect_compound_columns_to_be_unique(image_id,pack_id,face_index)": _same_face_key,
+        "expect_column_values_to_not_be_null(image_id)": _null("image_id"),
+        "expect_column_values_to_be_in_set(image_exists)": _missing_image,
+        "expect_column_values_to_be_between(face_index)": _set(face_index=-1),
+        "expect_column_values_to_be_between(det_score)": _set(det_score=1.5),
+        "expect_column_values_to_be_in_set(landmarks_in_box)": _landmark_outside,
+        "expect_column_values_to_be_between(embedding_dim)": _set(embedding_dim=DIM + 1),
+        "expect_column_values_to_be_between(embedding_length)": _set(embedding=unit([1.0] * (DIM - 1))),
+        "expect_column_values_to_be_between(embedding_norm)": _set(
+            embedding=[2.0 * v for v in unit([1.0] * DIM)]
+        ),
+        "expect_column_values_to_match_regex(pack_id)": _set(pack_id="generated-test-pack"),
+        "expect_column_values_to_match_regex(pack_sha256)": _set(pack_sha256="abc"),
+        "expect_column_values_to_be_in_set(jurisdiction_tag)": _set(jurisdiction_tags=["us"]),
+        "expect_column_values_to_be_in_set(suppressed)": _suppress_sha,
+    },
+    "face_status": {
+        "expect_compound_columns_to_be_unique(image_id,pack_id)": _copy_of_first("image_id", "pack_id"),
+        "expect_column_values_to_match_regex(image_id)": _set(image_id="not-an-image-id"),
+        "expect_column_values_to_match_regex(pack_id)": _set(pack_id="buffalo_l"),
+        "expect_column_values_to_be_in_set(status)": _set(status="done", reason=None, face_count=0),
+        "expect_column_values_to_be_in_set(reason)": _set(status="failed", reason="oops", face_count=0),
+        "expect_column_values_to_not_be_null(reason)[failed]": _set(
+            status="failed", reason=None, face_count=0
+        ),
+        "expect_column_values_to_be_between(face_count)[ok]": _set(status="ok", reason=None, face_count=0),
+        "expect_column_values_to_be_between(face_count)[no_face,failed]": _set(
+            status="no_face", reason=None, face_count=1
+        ),
+        "expect_column_values_to_match_regex(pack_sha256)": _set(pack_sha256="abc"),
+        "expect_column_values_to_be_in_set(jurisdiction_tag)": _set(jurisdiction_tags=["gb"]),
+        "expect_column_values_to_be_in_set(suppressed)": _suppress_sha,
+    },
+    "crawl_manifest": {
+        "expect_compound_columns_to_be_unique(drop_id,line_no)": _copy_of_first("drop_id", "line_no"),
+        "expect_column_values_to_match_regex(drop_id)": _set(drop_id="NOT-HEX"),
+        "expect_column_values_to_be_between(line_no)": _set(line_no=0),
+        "expect_column_values_to_not_be_null(image_path)": _set(image_path=None),
+        "expect_column_values_to_not_match_regex(image_path)": _set(image_path="images/../../etc/passwd"),
+        "expect_column_values_to_not_be_null(source_url)": _set(source_url=None),
+        "expect_column_values_to_not_be_null(crawled_at)": _set(crawled_at=None),
+        "expect_column_values_to_match_regex(country)": _set(country="gb"),
+        "expect_column_values_to_be_in_set(suppressed)": _suppress_url,
+    },
+    "quarantine": {
+        "expect_column_values_to_not_be_null(quarantine_id)": _null("quarantine_id"),
+        "expect_column_values_to_be_unique(quarantine_id)": _copy_of_first("quarantine_id"),
+        "expect_column_values_to_match_regex(quarantine_id)": _set(quarantine_id="q-1"),
+        "expect_column_values_to_be_in_set(reason)": _set(reason="bogus"),
+        "expect_column_values_to_match_regex(drop_id)": _set(drop_id="xyz"),
+        "expect_column_values_to_be_between(line_no)": _set(line_no=0),
+        "expect_column_values_to_match_regex(file_sha256)": _set(file_sha256="abc"),
+        "expect_column_values_to_be_between(byte_size)": _set(byte_size=-1),
+        "expect_column_value_lengths_to_be_between(raw_line)": _set(raw_line="x" * 5000),
+    },
+    "suppression": {
+        "expect_column_values_to_not_be_null(suppression_id)": _null("suppression_id"),
+        "expect_column_values_to_be_unique(suppression_id)": _copy_of_first("suppression_id"),
+        "expect_column_values_to_match_regex(suppression_id)": _set(suppression_id="s-1"),
+        "expect_column_values_to_be_in_set(kind)": _set(kind="url"),
+        "expect_column_values_to_not_be_null(value)": _set(value=None),
+        "expect_column_values_to_match_regex(value)[sha256,url_sha256]": _set(kind="url_sha256", value="abc"),
+        "expect_column_values_to_match_regex(value)[phash]": _set(kind="phash", value="abc"),
+        "expect_column_values_to_match_regex(value)[host]": _set(kind="host", value="https://evil.example/x"),
+        "expect_column_values_to_not_be_null(erasure_id)": _set(erasure_id=None),
+    },
+    "dq_results": {
+        "expect_compound_columns_to_be_unique(run_id,suite,expectation_id)": _copy_of_first("expectation_id"),
+        "expect_column_values_to_not_be_null(success)": _set(success=None),
+        "expect_column_values_to_be_between(unexpected_count)": _set(unexpected_count=-1),
+        "expect_column_values_to_not_match_regex(example_id)": _set(
+            example_ids=["https://example.com/me.jpg"]
+        ),
+    },
+    "erasure_audit": {
+        "expect_compound_columns_to_be_unique(erasure_id,mode)": _copy_of_first("erasure_id", "mode"),
+        "expect_column_values_to_be_in_set(mode)": _set(mode="wipe"),
+        "expect_column_values_to_be_in_set(status)": _set(status="done"),
+        "expect_column_values_to_be_in_set(selector_kind)": _set(selector_kind="everything"),
+        "expect_column_values_to_match_regex(selector_digest)": _set(selector_digest="uk"),
+    },
+    "erased_selector": {
+        "images:expect_column_sum_to_be_between(matching_rows)": _erased_rows_left,
+        "images:expect_column_distinct_values_to_equal_set(table_version)": _version_not_checked,
+    },
+}
+FIRST_BROKEN_ROW = 2  # rows 0 and 1 stay good (duplicates copy row 0; images' row 1 is an alias of row 0)
+
+
+def broken_case(suite: str) -> tuple[Case, dict[str, list[str]]]:
+    breaks = BREAKS[suite]
+    case = good_case(suite, FIRST_BROKEN_ROW + len(breaks) + 1)
+    expected = {}
+    for k, (expectation_id, brk) in enumerate(breaks.items()):
+        expected[expectation_id] = brk(case.rows[FIRST_BROKEN_ROW + k], case)
+    return case, expected
+
+
+def table_for(suite: str) -> str:
+    return "images" if suite == "erased_selector" else suite
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: one run context and lake for the module, one GX run per suite and kind of data
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_lake(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("quality") / "lake")
+
+
+@pytest.fixture(scope="module")
+def module_run() -> RunContext:
+    return RunContext(job="test_quality")
+
+
+@pytest.fixture(scope="module")
+def good_reports(spark, module_lake, module_run) -> dict[str, quality.QualityReport]:
+    reports = {}
+    for suite in ALL_SUITES:
+        case = good_case(suite, 6)
+        reports[suite] = quality.validate_or_raise(
+            spark,
+            case.dataframe(spark, exact=True),
+            suite,
+            lake=module_lake,
+            run=module_run,
+            parameters=case.parameters,
+            references=case.references(spark),
+            table_name=table_for(suite),
+            record=suite in RECORDED_GOOD,
+        )
+    return reports
+
+
+@pytest.fixture(scope="module")
+def broken_reports(
+    spark, module_lake, module_run, good_reports
+) -> dict[str, tuple[quality.QualityGateError, dict]]:
+    out = {}
+    run = RunContext(job="test_quality_broken", run_id=module_run.run_id + "-broken")
+    for suite in ALL_SUITES:
+        case, expected = broken_case(suite)
+        with pytest.raises(quality.QualityGateError) as caught:
+            quality.validate_or_raise(
+                spark,
+                case.dataframe(spark, exact=False),
+                suite,
+                lake=module_lake,
+                run=run,
+                parameters=case.parameters,
+                references=case.references(spark),
+                table_name=table_for(suite),
+                record=suite in RECORDED_BROKEN,
+            )
+        out[suite] = (caught.value, expected)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Suites as files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_table_has_a_suite():
+    assert set(TABLE_SUITES) == set(table_names())
+    assert set(quality.suite_names()) == set(ALL_SUITES)
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES)
+def test_suite_files_are_gx_json(suite):
+    """Each file is what GX itself writes: loading and dumping it gives the same JSON."""
+    raw = json.loads(quality.suite_path(suite).read_text())
+    dumped = quality.load_suite(suite).to_json_dict()
+    dumped["meta"].pop("great_expectations_version", None)
+    assert dumped == raw
+    spec = quality.suite_spec(suite)
+    if spec.table:
+        columns = set(schema_of(spec.table).names)
+        assert set(spec.id_columns) <= columns
+        for e in spec.expectations:
+            for c in e.columns:
+                assert c in columns or c in quality.DERIVED_COLUMNS or e.view != quality.ROWS_VIEW, (e, c)
+
+
+def test_every_expectation_has_a_break():
+    for suite in ALL_SUITES:
+        spec = quality.suite_spec(suite)
+        ids = [e.expectation_id if spec.table else f"images:{e.expectation_id}" for e in spec.expectations]
+        assert sorted(BREAKS[suite]) == sorted(ids), suite
+
+
+def test_vocabularies_match_the_code():
+    """Sets written into suites agree with the enums and policy the jobs use."""
+    from jobs.policy import load_policy
+    from jobs.reasons import QuarantineReason
+
+    assert quality.default_parameters()["jurisdiction_vocabulary"] == load_policy().vocabulary
+    assert quality.default_parameters()["quarantine_reasons"] == sorted(QuarantineReason)
+    try:
+        from jobs.embed import FaceStatus, FailureReason
+    except ImportError:  # pragma: no cover - the embed job is optional here
+        pytest.skip("jobs.embed not importable")
+    kwargs = {e.expectation_id: e.kwargs for e in quality.suite_spec("face_status").expectations}
+    assert sorted(kwargs["expect_column_values_to_be_in_set(status)"]["value_set"]) == sorted(FaceStatus)
+    assert sorted(kwargs["expect_column_values_to_be_in_set(reason)"]["value_set"]) == sorted(FailureReason)
+
+
+def test_missing_parameter_is_a_clear_error(spark, lake):
+    df = frame(spark, "faces", [face_row(0)])
+    with pytest.raises(ValueError, match="embedding_dim"):
+        quality.run_suite(spark, df, "faces", lake=lake, run=RunContext(job="t"), parameters={})
+
+
+# ---------------------------------------------------------------------------------------------
+# Good data passes, broken data fails exactly where it was broken
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES)
+def test_suite_passes_on_good_data(good_reports, suite):
+    report = good_reports[suite]
+    assert report.success, report.failure_message()
+    assert len(report.outcomes) == len(quality.suite_spec(suite).expectations)
+    assert all(o.error is None for o in report.outcomes)
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES)
+def test_broken_data_fails_only_the_broken_expectations(broken_reports, suite):
+    error, expected = broken_reports[suite]
+    assert {o.expectation_id for o in error.report.failures} == set(expected)
+    assert all(o.error is None for o in error.report.outcomes), error.report.failure_message()
+
+
+@pytest.mark.parametrize(
+    "suite,expectation_id", [(s, e) for s in ALL_SUITES for e in BREAKS[s]], ids=lambda v: str(v)
+)
+def test_each_break_is_caught_by_its_expectation_only(broken_reports, suite, expectation_id):
+    error, expected = broken_reports[suite]
+    outcome = error.report.outcome(expectation_id)
+    assert not outcome.success
+    assert sorted(outcome.example_ids) == sorted(i for i in expected[expectation_id] if i)
+    # The broken row shows up under no other expectation.
+    for other in error.report.failures:
+        if other.expectation_id != expectation_id:
+            assert not set(expected[expectation_id]) & set(other.example_ids) - set(
+                expected[other.expectation_id]
+            )
+    # The gate's message names it, with its count and example ids.
+    message = str(error)
+    line = next(line for line in message.splitlines() if f"- {expectation_id}:" in line)
+    if outcome.unexpected_count is not None:
+        assert f"{outcome.unexpected_count} unexpected" in line
+        assert outcome.unexpected_count >= 1
+    else:
+        assert "observed" in line
+    for example in outcome.example_ids[:5]:
+        assert example in line
+
+
+def test_gate_message_and_examples(broken_reports):
+    error, _ = broken_reports["images"]
+    message = str(error)
+    assert message.startswith("quality gate failed: suite images on images")
+    assert f"{len(BREAKS['images'])} of {len(error.report.outcomes)} expectation(s) failed" in message
+    dup = error.report.outcome("expect_column_values_to_be_unique(image_id)")
+    assert dup.unexpected_count == 2 and dup.example_ids == [h64("image", 0)]
+    assert "data docs:" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Results table and Data Docs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dq_results_rows(spark, module_lake, good_reports, broken_reports):
+    results = read_table(spark, module_lake, "dq_results")
+    assert schema_differences(results.schema, schema_of("dq_results")) == []
+    rows = results.collect()
+    n_good = sum(len(quality.suite_spec(s).expectations) for s in RECORDED_GOOD)
+    n_broken = sum(len(quality.suite_spec(s).expectations) for s in RECORDED_BROKEN)
+    assert len(rows) == n_good + n_broken
+    assert sum(r.rows_written for r in good_reports.values()) == n_good
+    assert all(r.rows_written == 0 for s, r in good_reports.items() if s not in RECORDED_GOOD)
+    for row in rows:
+        text = json.dumps(row.asDict(), default=str)
+        assert "http://" not in text and "https://" not in text and "example.co" not in text
+        for example in row["example_ids"] or []:
+            assert "://" not in example and len(example) <= 100
+        assert row["data_docs_path"].startswith(module_lake + "/data_docs/validations/")
+        assert Path(row["data_docs_path"]).is_file()
+    failed = {(r["suite"], r["expectation_id"]) for r in rows if not r["success"]}
+    assert failed == {(s, e) for s in RECORDED_BROKEN for e in BREAKS[s]}
+    unique = next(
+        r
+        for r in rows
+        if r["expectation_id"] == "expect_column_values_to_be_unique(image_id)" and not r["success"]
+    )
+    assert unique["unexpected_count"] == 2 and unique["element_count"] == len(BREAKS["images"]) + 3
+    assert unique["example_ids"] == [h64("image", 0)]
+    pixels = next(r for r in rows if r["expectation_id"] == "expect_column_values_to_be_between(width)")
+    assert json.loads(pixels["kwargs"])["max_value"] == PARAMS["max_image_pixels"]
+    # The dq_results suite accepts the gate's own rows.
+    quality.validate_or_raise(
+        spark, results, "dq_results", lake=module_lake, run=RunContext(job="audit"), record=False
+    )
+
+
+def test_no_personal_data_in_results_or_docs(module_lake, broken_reports):
+    docs = Path(module_lake) / "data_docs"
+    pages = list(docs.joinpath("validations").rglob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert "example.com/p/" not in text and "https://img" not in text
+
+
+def test_data_docs(module_lake, good_reports, broken_reports):
+    docs = Path(module_lake) / "data_docs"
+    index = docs / "index.html"
+    assert index.is_file()
+    report = good_reports["images"]
+    assert report.data_docs_path == module_lake + "/data_docs/index.html"
+    assert len(report.data_docs_pages) == 2  # the rows view and the jurisdiction_tags view
+    assert all(Path(p).is_file() for p in report.data_docs_pages)
+    assert "images" in index.read_text()
+
+
+def test_data_docs_copy_to_object_store_uri(spark, tmp_path):
+    """Remote lakes get the site built locally, then copied with Hadoop's FileSystem (any URI Spark reads)."""
+    site = tmp_path / "site"
+    (site / "validations" / "x").mkdir(parents=True)
+    (site / "index.html").write_text("<html>index</html>")
+    (site / "validations" / "x" / "page.html").write_text("<html>page</html>")
+    target = (tmp_path / "remote" / "data_docs").as_uri()
+    quality._copy_to_lake(spark, site, target)
+    assert (
+        tmp_path / "remote" / "data_docs" / "validations" / "x" / "page.html"
+    ).read_text() == "<html>page</html>"
+    assert (tmp_path / "remote" / "data_docs" / "index.html").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived checks and erasure verification on a real Delta table
+# ---------------------------------------------------------------------------------------------
+
+
+def test_check_suppressed_matches_sha_phash_and_host_suffix(spark):
+    from jobs.suppression import url_digest
+
+    images = frame(spark, "images", [image_row(i) for i in range(3)])
+    sources = frame(spark, "image_sources", [source_row(i) for i in range(5)])
+    suppression = frame(
+        spark,
+        "suppression",
+        [
+            {**suppression_row(0), "value": h64("image", 0)},
+            {**suppression_row(1), "value": h16("phash", 1)},
+            {**suppression_row(3), "value": "img2.example.com"},
+            {**suppression_row(7), "suppression_id": h64("x"), "value": "example.co.uk.evil"},
+            {**suppression_row(2), "value": url_digest(" " + source_row(3)["source_url"] + "#x")},
+        ],
+    )
+    flagged = {
+        r["image_id"] for r in quality.check_suppressed(images, suppression).where("suppressed").collect()
+    }
+    assert flagged == {h64("image", 0), h64("image", 1)}
+    flagged = {
+        r["image_id"] for r in quality.check_suppressed(sources, suppression).where("suppressed").collect()
+    }
+    assert flagged == {h64("image", 0), h64("image", 2), h64("image", 3)}
+
+
+def test_verify_erased_over_versions(spark, lake):
+    from delta.tables import DeltaTable
+
+    from jobs.tables import table_uri
+
+    uk, other = image_row(0), image_row(1)
+    assert uk["jurisdiction_tags"] == ["uk"] and other["jurisdiction_tags"] == []
+    uri = table_uri(lake, "images")
+    frame(spark, "images", [uk, other]).write.format("delta").save(uri)  # v0
+    selector = "array_contains(jurisdiction_tags, 'uk')"
+    DeltaTable.forPath(spark, uri).delete(selector)  # v1: the erasure
+
+    with pytest.raises(quality.QualityGateError) as caught:  # v0 still holds the erased row
+        quality.verify_erased(spark, "images", selector, lake=lake, run=RunContext(job="erase"))
+    report = caught.value.report
+    assert "e.g. 0" in str(caught.value)
+    sums = report.outcome("images:expect_column_sum_to_be_between(matching_rows)")
+    assert not sums.success and sums.observed_value == 1 and sums.example_ids == ["0"]
+    versions = report.outcome("images:expect_column_distinct_values_to_equal_set(table_version)")
+    assert versions.success and versions.kwargs["value_set"] == [0, 1]
+
+    ok = quality.verify_erased(
+        spark, "images", selector, lake=lake, run=RunContext(job="erase"), versions=[1], record=False
+    )
+    assert ok.success and ok.table_version == 1
+    assert ok.outcome("images:expect_column_distinct_values_to_equal_set(table_version)").kwargs[
+        "value_set"
+    ] == [1]
+    assert ok.outcome("images:expect_column_sum_to_be_between(matching_rows)").observed_value == 0
+    rows = read_table(spark, lake, "dq_results").where("suite = 'erased_selector'").collect()
+    assert {r["table_name"] for r in rows} == {"images"} and len(rows) == 2
+    assert {r["table_version"] for r in rows} == {1}
+    assert all(selector not in (r["kwargs"] or "") for r in rows)
