@@ -445,11 +445,15 @@ def embed(
 ) -> dict[str, Any]:
     """Detect and embed faces of every canonical image not yet processed with the configured pack.
 
-    ``gate(table, rows)`` (optional) is called before each publish and may raise to stop it (the
-    expectations gate). Returns the pack identity and counts.
+    ``gate(table, rows)`` is called before each publish and may raise to stop it; by default it is
+    the expectations gate (``jobs.quality.publish_gate``). Returns the pack identity and counts.
     """
     options = options or EmbedOptions()
     pack = resolve_pack(config.model_pack, config.models_dir)
+    if gate is None:  # the expectations gate is on unless a caller supplies its own
+        from jobs.quality import publish_gate
+
+        gate = publish_gate(spark, config, run, embedding_dim=pack.embedding_dim)
     run.inputs.update({"pack": pack.describe()})
     run.progress("model pack %s (%s)", pack.pack_id, pack.path)
     for name in ("images", "suppression", "faces", "face_status"):
@@ -545,12 +549,12 @@ def _publish(
     status = _still_publishable(spark, config.lake, status)
     counts = {r["status"]: r["count"] for r in status.groupBy("status").count().collect()}
     out = {f"images_{s.value}": int(counts.get(s.value, 0)) for s in FaceStatus}
+    # Both tables pass their expectations before either is written.
     if gate is not None:
         gate("faces", faces)
+        gate("face_status", status)
     out["faces_inserted"] = merge_new_rows(spark, config.lake, "faces", faces, run)
     run.progress("faces: %d row(s) written", out["faces_inserted"])
-    if gate is not None:
-        gate("face_status", status)
     out["face_status_written"] = merge_status(spark, config.lake, status, run)
     run.progress("face_status: %d row(s) written (%s)", out["face_status_written"],
                  ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")

@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +29,10 @@ from jobs.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_l
 from jobs.imaging import decode_image, hamming
 from jobs.manifest import ManifestRecord, Rejection, drop_id_for, parse_line
 from jobs.policy import Policy, load_policy, tags_for_source
+from jobs.quality import publish_gate
 from jobs.runs import RunContext, configure_logging
 from jobs.suppression import load_suppression, url_sha256
-from jobs.tables import ensure_table, init_lake, merge_new_rows, read_table, upsert_rows
+from jobs.tables import ensure_table, init_lake, merge_new_rows, only_new, read_table, upsert_rows
 
 log = logging.getLogger("facelake.ingest")
 
@@ -214,11 +216,14 @@ def ingest_drop(
     run: RunContext,
     *,
     fail_after: str | None = None,
+    gate: Callable[..., object] | None = None,
 ) -> IngestReport:
     """Ingest one crawl drop into the lake. Idempotent: the same drop again changes no data.
 
     ``fail_after`` names a table in ``WRITE_ORDER``; the run raises ``InjectedFailure`` right
-    after writing it (crash-recovery tests).
+    after writing it (crash-recovery tests). ``gate(suite, rows, references=None)`` validates each
+    table's rows before anything is written; by default the expectations gate
+    (``jobs.quality.publish_gate``).
     """
     if not config.drop:
         raise ValueError("no drop given: pass --drop DIR (or set FACELAKE_DROP)")
@@ -342,27 +347,42 @@ def ingest_drop(
     report.counts["new_images"] = new_images.count()
     report.counts["near_dup_aliases"] = new_images.where("canonical_id != image_id").count()
 
-    # 8. Writes, sources first.
-    def step(name: str, inserted: int) -> None:
-        report.inserted[name] = inserted
-        run.progress("%s: %d row(s) written", name, inserted)
-        if fail_after == name:
-            raise InjectedFailure(f"stopped on purpose after writing {name}")
-
-    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", sources, run))
-    step("images", upsert_rows(spark, config.lake, "images", image_rows.unionByName(retagged),
-                               update_columns=("jurisdiction_tags", "policy_version"), run=run))
     # Valid lines whose content was not suppressed: ingested ones and those quarantined for their file.
     kept_lines = good.select("line_no").unionByName(bad_files.select("line_no")).distinct()
     manifest_rows = lines.join(kept_lines, "line_no", "left_semi").select(
         F.lit(drop_id).alias("drop_id"), "line_no", "image_path", "source_url", "page_url", "crawled_at", "country",
         "tags", "platform", "extra", now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
     )
-    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", manifest_rows, run))
     quarantine = _quarantine_rows(bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now)
-    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", quarantine, run))
+    # Only what is new (or, for images, re-tagged) is validated and published.
+    publish = {
+        "image_sources": only_new(spark, config.lake, "image_sources", sources).persist(),
+        "images": image_rows.unionByName(retagged).persist(),
+        "crawl_manifest": only_new(spark, config.lake, "crawl_manifest", manifest_rows).persist(),
+        "quarantine": only_new(spark, config.lake, "quarantine", quarantine).persist(),
+    }
 
-    for frame in (parsed, files, decoded, good, new_images):
+    # 8. Expectations gate every table before anything is written: a failure publishes nothing.
+    gate = gate or publish_gate(spark, config, run)
+    gate("image_sources", publish["image_sources"], references={"images": publish["images"]})
+    gate("images", publish["images"], references={"image_sources": publish["image_sources"]})
+    gate("crawl_manifest", publish["crawl_manifest"])
+    gate("quarantine", publish["quarantine"])
+
+    # 9. Writes, sources first.
+    def step(name: str, inserted: int) -> None:
+        report.inserted[name] = inserted
+        run.progress("%s: %d row(s) written", name, inserted)
+        if fail_after == name:
+            raise InjectedFailure(f"stopped on purpose after writing {name}")
+
+    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run))
+    step("images", upsert_rows(spark, config.lake, "images", publish["images"],
+                               update_columns=("jurisdiction_tags", "policy_version"), run=run))
+    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run))
+    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run))
+
+    for frame in (parsed, files, decoded, good, new_images, *publish.values()):
         frame.unpersist()
     log.debug("images table %s", images_uri)
     return report

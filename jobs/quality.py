@@ -1160,3 +1160,22 @@ def _example_ids(index_list: Any, id_columns: Sequence[str]) -> list[str]:
         else:
             ids.append(_id_string(values))
     return _dedupe(ids)
+
+
+def publish_gate(spark: SparkSession, config: Any, run: RunContext, **parameter_overrides: Any):
+    """A gate for a job: ``gate(suite, rows, references=None)`` validates rows about to be published.
+
+    Raises ``QualityGateError`` (nothing is written by the caller then); skips empty frames, since
+    nothing would be published. Parameters come from the job's config (``quality_parameters``).
+    """
+    parameters = quality_parameters(config, **parameter_overrides)
+
+    def gate(suite: str, rows: DataFrame, references: Mapping[str, DataFrame] | None = None) -> QualityReport | None:
+        if rows.isEmpty():
+            return None
+        report = validate_or_raise(spark, rows, suite, lake=config.lake, run=run, parameters=parameters,
+                                   references=references)
+        run.progress("expectations %s", report.summary())
+        return report
+
+    return gate

@@ -54,6 +54,15 @@ def read_table(spark: SparkSession, lake: str, name: str, version: int | None = 
     return reader.load(table_uri(lake, name))
 
 
+def only_new(spark: SparkSession, lake: str, name: str, rows: DataFrame) -> DataFrame:
+    """The rows whose key is not in table ``name`` yet."""
+    from delta.tables import DeltaTable
+
+    key = list(table_spec(name).key)
+    existing = DeltaTable.forPath(spark, ensure_table(spark, lake, name)).toDF().select(*key)
+    return rows.join(existing, key, "left_anti")
+
+
 def merge_new_rows(spark: SparkSession, lake: str, name: str, rows: DataFrame, run: RunContext) -> int:
     """Insert the rows whose key is not in the table yet (MERGE), so reruns change nothing.
 

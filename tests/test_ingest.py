@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from jobs.config import FacelakeConfig
 from jobs.imaging import hamming
@@ -283,3 +284,25 @@ def test_retag_applies_a_changed_policy_without_the_drop(
     again = retag(spark, config, RunContext(job="retag"))
     assert again["sources_retagged"] == 0 and again["images_retagged"] == 0
     assert _versions(spark, lake) == versions
+
+
+def test_a_failed_expectation_publishes_nothing(spark: SparkSession, ingested: dict, tmp_path: Path) -> None:
+    from jobs.quality import QualityGateError, publish_gate
+
+    lake = str(tmp_path / "lake")
+    config = ingested["config"].replace(lake=lake)
+    run = RunContext(job="ingest")
+    real_gate = publish_gate(spark, config, run)
+
+    def gate_with_a_broken_image(suite: str, rows, references=None):
+        if suite == "images":  # one image claims zero width: the real GX suite must refuse the batch
+            first = rows.agg(F.min("image_id")).first()[0]
+            rows = rows.withColumn("width", F.when(F.col("image_id") == first, 0).otherwise(F.col("width")))
+        return real_gate(suite, rows, references)
+
+    with pytest.raises(QualityGateError, match="width"):
+        ingest_drop(spark, config, run, gate=gate_with_a_broken_image)
+    for name in WRITE_ORDER:
+        assert read_table(spark, lake, name).count() == 0, name
+    failed = read_table(spark, lake, "dq_results").where("NOT success").collect()
+    assert failed and all(r["suite"] == "images" for r in failed)
