@@ -37,6 +37,8 @@ class FacelakeConfig:
     spark_master: str = "local[*]"
     spark_ui: bool = False
     shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    """spark.driver.memory (in local mode the driver also runs the tasks)."""
     spark_conf: dict[str, str] = field(default_factory=dict)
     """Extra Spark settings (e.g. S3 endpoint); values with secret-looking keys are not logged."""
     jar_cache: str = ""

@@ -225,6 +225,29 @@ def ingest_drop(
     table's rows before anything is written; by default the expectations gate
     (``jobs.quality.publish_gate``).
     """
+    cached: list[DataFrame] = []
+
+    def keep(frame: DataFrame) -> DataFrame:
+        cached.append(frame.persist())
+        return frame
+
+    try:
+        return _ingest_drop(spark, config, run, keep, fail_after=fail_after, gate=gate)
+    finally:
+        # Also on failure: a long-lived session (tests, notebooks) must not keep image bytes cached.
+        for frame in cached:
+            frame.unpersist()
+
+
+def _ingest_drop(
+    spark: SparkSession,
+    config: FacelakeConfig,
+    run: RunContext,
+    keep: Callable[[DataFrame], DataFrame],
+    *,
+    fail_after: str | None,
+    gate: Callable[..., object] | None,
+) -> IngestReport:
     if not config.drop:
         raise ValueError("no drop given: pass --drop DIR (or set FACELAKE_DROP)")
     if fail_after is not None and fail_after not in WRITE_ORDER:
@@ -239,7 +262,7 @@ def ingest_drop(
 
     # 1. Manifest lines.
     run.progress("drop %s: parsing %s", drop_id, MANIFEST_NAME)
-    parsed = parse_manifest(spark, config.drop).persist()
+    parsed = keep(parse_manifest(spark, config.drop))
     lines = parsed.where("ok").withColumn("url_sha256", url_sha256(F.col("source_url")))
     bad_lines = parsed.where("NOT ok").withColumns(
         {"file_sha256": F.lit(None).cast("string"), "byte_size": F.lit(None).cast("long")}
@@ -249,7 +272,7 @@ def ingest_drop(
     # 2. Files: decode each distinct path once, on the executors.
     run.progress("decoding images")
     paths = lines.select("image_path").distinct()
-    files = paths.join(read_drop_files(spark, config.drop), "image_path", "left").persist()
+    files = keep(paths.join(read_drop_files(spark, config.drop), "image_path", "left"))
     # Spark's file sources skip zero-byte files, so those look missing: ask the file system (few).
     unseen = [r["image_path"] for r in files.where("content IS NULL").select("image_path").collect()]
     empty = _zero_byte_files(spark, config.drop, unseen)
@@ -258,10 +281,9 @@ def ingest_drop(
             "content", F.when(F.col("image_path").isin(empty), F.lit(b"")).otherwise(F.col("content"))
         )
     decode = decode_udf(config.max_image_bytes, config.max_image_pixels)
-    decoded = (
+    decoded = keep(
         files.select("image_path", decode(F.col("content")).alias("d"), "content")
         .select("image_path", "d.*", "content")
-        .persist()
     )
     located = lines.drop("reason", "detail", "raw_line").join(decoded, "image_path")
     bad_files = located.where(F.col("reason").isNotNull()).select(
@@ -279,7 +301,7 @@ def ingest_drop(
             config.phash_threshold,
         )
         good = good.join(hits.select(F.col("a_id").alias("image_id")).distinct(), "image_id", "left_anti")
-    good = good.persist()
+    good = keep(good)
 
     # 4. Provenance: one source row per line whose image decoded.
     tag = tags_udf(policy)
@@ -298,7 +320,7 @@ def ingest_drop(
     existing = read_table(spark, config.lake, "images").select(
         "image_id", "phash", "canonical_id", "width", "height", "first_crawled_at"
     )
-    new_images = (
+    new_images = keep(
         good.groupBy("image_id")
         .agg(
             F.first("phash").alias("phash"), F.first("width").alias("width"), F.first("height").alias("height"),
@@ -306,7 +328,6 @@ def ingest_drop(
             F.first("content").alias("content"), F.min("crawled_at").alias("first_crawled_at"),
         )
         .join(existing.select("image_id"), "image_id", "left_anti")
-        .persist()
     )
     canonical_of = _assign_canonicals(spark, new_images, existing, config.phash_threshold)
     new_images = new_images.join(canonical_of, "image_id")
@@ -356,10 +377,10 @@ def ingest_drop(
     quarantine = _quarantine_rows(bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now)
     # Only what is new (or, for images, re-tagged) is validated and published.
     publish = {
-        "image_sources": only_new(spark, config.lake, "image_sources", sources).persist(),
-        "images": image_rows.unionByName(retagged).persist(),
-        "crawl_manifest": only_new(spark, config.lake, "crawl_manifest", manifest_rows).persist(),
-        "quarantine": only_new(spark, config.lake, "quarantine", quarantine).persist(),
+        "image_sources": keep(only_new(spark, config.lake, "image_sources", sources)),
+        "images": keep(image_rows.unionByName(retagged)),
+        "crawl_manifest": keep(only_new(spark, config.lake, "crawl_manifest", manifest_rows)),
+        "quarantine": keep(only_new(spark, config.lake, "quarantine", quarantine)),
     }
 
     # 8. Expectations gate every table before anything is written: a failure publishes nothing.
@@ -382,8 +403,6 @@ def ingest_drop(
     step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run))
     step("quarantine", merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run))
 
-    for frame in (parsed, files, decoded, good, new_images, *publish.values()):
-        frame.unpersist()
     log.debug("images table %s", images_uri)
     return report
 

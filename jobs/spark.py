@@ -132,6 +132,7 @@ def spark_settings(config: FacelakeConfig, jars: list[str]) -> dict[str, str]:
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(config.shuffle_partitions),
+        "spark.driver.memory": config.driver_memory,
         "spark.ui.enabled": str(config.spark_ui).lower(),
         "spark.ui.showConsoleProgress": "false",
         # Small lakes: Delta's log replay and file listing default to 50 and 10,000 tasks.
