@@ -1,0 +1,1 @@
+"""facelake benchmarks: ``./dev bench NAME [options]`` (``python -m benchmarks``); results in RESULTS.md."""
