@@ -149,7 +149,8 @@ def add_spark_arguments(parser: Any) -> None:
     g.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
     g.add_argument("--shuffle-partitions", type=int, default=None,
                    help="spark.sql.shuffle.partitions (default: FacelakeConfig's default)")
-    g.add_argument("--driver-memory", default=None, help="spark.driver.memory, e.g. 8g (default: Spark's 1g)")
+    g.add_argument("--driver-memory", default=None,
+                   help="spark.driver.memory, e.g. 8g (default: FacelakeConfig's driver_memory)")
     g.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
 
 
@@ -159,8 +160,6 @@ def facelake_config(args: Any, **changes: Any) -> Any:
 
     # Shuffle and spill files next to the other benchmark files, not under /tmp (slow to create files in here).
     conf: dict[str, str] = {"spark.local.dir": str(BENCH_DIR / "spark-local")}
-    if args.driver_memory:
-        conf["spark.driver.memory"] = args.driver_memory
     for item in args.conf:
         key, _, value = item.partition("=")
         conf[key] = value
@@ -169,6 +168,8 @@ def facelake_config(args: Any, **changes: Any) -> Any:
                                 "log_level": "WARNING", **changes}
     if args.shuffle_partitions is not None:
         settings["shuffle_partitions"] = args.shuffle_partitions
+    if args.driver_memory:
+        settings["driver_memory"] = args.driver_memory
     return config.replace(**settings)
 
 
