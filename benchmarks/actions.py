@@ -55,19 +55,46 @@ class ActionProfiler:
         return out
 
 
-@contextmanager
-def profile_actions(module: Any, functions: tuple[str, ...] = ()) -> Iterator[ActionProfiler]:
-    """Patch DataFrame actions and ``module``'s named functions (e.g. its MERGE helpers) for the duration."""
+def _dataframe_classes() -> list[type]:
+    """pyspark's DataFrame and, on Spark 4, the classic implementation that overrides its actions."""
     from pyspark.sql import DataFrame
 
+    classes: list[type] = [DataFrame]
+    try:
+        from pyspark.sql.classic.dataframe import DataFrame as ClassicDataFrame
+
+        classes.append(ClassicDataFrame)
+    except ImportError:
+        pass
+    return classes
+
+
+@contextmanager
+def profile_actions(module: Any, functions: tuple[str, ...] = (),
+                    factories: tuple[str, ...] = ()) -> Iterator[ActionProfiler]:
+    """Patch DataFrame actions and ``module``'s named functions (e.g. its MERGE helpers) for the duration.
+
+    ``factories`` name functions of ``module`` that return a callable (e.g. ``publish_gate``): the
+    callables they return are timed instead.
+    """
     profiler = ActionProfiler(module.__file__.rsplit("/", 2)[-2] + "/" + module.__file__.rsplit("/", 1)[-1])
     saved: list[tuple[Any, str, Any]] = []
-    for name in DATAFRAME_ACTIONS:
-        saved.append((DataFrame, name, getattr(DataFrame, name)))
-        setattr(DataFrame, name, profiler.wrap(getattr(DataFrame, name), name))
+    for cls in _dataframe_classes():
+        for name in DATAFRAME_ACTIONS:
+            if name in vars(cls):
+                saved.append((cls, name, vars(cls)[name]))
+                setattr(cls, name, profiler.wrap(vars(cls)[name], name))
     for name in functions:
         saved.append((module, name, getattr(module, name)))
         setattr(module, name, profiler.wrap(getattr(module, name), name))
+    for name in factories:
+        factory = getattr(module, name)
+        saved.append((module, name, factory))
+
+        def make(*args: Any, _factory: Any = factory, _name: str = name, **kwargs: Any) -> Any:
+            return profiler.wrap(_factory(*args, **kwargs), f"{_name}(…)(…)")
+
+        setattr(module, name, make)
     try:
         yield profiler
     finally:

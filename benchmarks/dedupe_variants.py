@@ -1,6 +1,6 @@
-"""A proposed variant of jobs.dedupe.near_duplicate_pairs, measured side by side (``neardup --impl proposed``).
+"""Variants of jobs.dedupe.near_duplicate_pairs, measured side by side (``neardup --impl hinted|proposed``).
 
-Same exact banding (jobs.dedupe.band_plan, radius-1 midpoints), four changes:
+``hinted`` is jobs.dedupe's code with one join hint (the minimal fix). ``proposed``: same exact banding (jobs.dedupe.band_plan, radius-1 midpoints), four changes:
 
 1. every (band, key, flip) of a hash comes from one ``inline`` of one array (one scan, no union of
    one scan per band);
@@ -20,7 +20,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.dedupe import BandPlan, band_plan
+from jobs.dedupe import BandPlan, band_plan, hamming_col
+from jobs.dedupe import band_keys as jobs_band_keys
 
 JOIN_HINT = "merge"
 """Join strategy on the key join: "merge" (sort-merge, spills), "shuffle_hash" (no sort, a hash map per task) or
@@ -87,3 +88,23 @@ def candidate_count(left: DataFrame, right: DataFrame, threshold: int, id_col: s
                     hash_col: str = "phash_long", hint: str = JOIN_HINT) -> int:
     """Rows the proposed join hands to the exact filter (self matches and redundant combinations removed)."""
     return _candidates(left, right, band_plan(threshold), id_col, hash_col, hint).count()
+
+
+def near_duplicate_pairs_hinted(
+    left: DataFrame, right: DataFrame, threshold: int, id_col: str = "image_id", hash_col: str = "phash_long",
+    hint: str = JOIN_HINT,
+) -> DataFrame:
+    """jobs.dedupe.near_duplicate_pairs verbatim plus one join hint: the minimal fix measured as ``--impl hinted``."""
+    plan = band_plan(threshold)
+    lk = jobs_band_keys(left.select(F.col(id_col).alias("a_id"), F.col(hash_col).alias("a_hash")), plan, "a_hash")
+    rk = jobs_band_keys(right.select(F.col(id_col).alias("b_id"), F.col(hash_col).alias("b_hash")), plan, "b_hash")
+    if hint == "broadcast_left":
+        lk = lk.hint("broadcast")
+    else:
+        rk = rk.hint(hint)
+    candidates = lk.join(rk, ["band", "band_key"]).where(F.col("a_id") != F.col("b_id"))
+    return (
+        candidates.select("a_id", "b_id", hamming_col(F.col("a_hash"), F.col("b_hash")).alias("distance"))
+        .where(F.col("distance") <= threshold)
+        .dropDuplicates(["a_id", "b_id"])
+    )

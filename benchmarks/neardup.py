@@ -51,9 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "exceed it are extrapolated, not run (default 900)")
     parser.add_argument("--threads", type=int, default=2, help="brute-force threads and imagededup workers")
     parser.add_argument("--skip-candidates", action="store_true", help="skip jobs.dedupe.candidate_count")
-    parser.add_argument("--impl", choices=("jobs", "proposed"), default="jobs",
-                        help="jobs.dedupe (default) or the proposed variant in benchmarks/dedupe_variants.py")
-    parser.add_argument("--join-hint", default="merge", help="join hint of the proposed variant (merge, shuffle_hash)")
+    parser.add_argument("--impl", choices=("jobs", "hinted", "proposed"), default="jobs",
+                        help="jobs.dedupe (default), or a variant in benchmarks/dedupe_variants.py")
+    parser.add_argument("--join-hint", default="merge",
+                        help="join hint of the variants: merge, shuffle_hash or broadcast_left")
     parser.add_argument("--parts", type=int, default=None, help="input parquet files (default: shuffle partitions)")
     add_spark_arguments(parser)
     return parser.parse_args(argv)
@@ -184,7 +185,13 @@ def main(argv: list[str]) -> int:
                 ided += imagededup_ladder(hs, truth, args, method, float(budget or args.imagededup_budget), rec)
 
     # 3. Spark.
-    if args.impl == "proposed":
+    if args.impl == "hinted":
+        from benchmarks.dedupe_variants import near_duplicate_pairs_hinted
+        from jobs.dedupe import candidate_count
+
+        def near_duplicate_pairs(left: Any, right: Any, threshold: int) -> Any:
+            return near_duplicate_pairs_hinted(left, right, threshold, hint=args.join_hint)
+    elif args.impl == "proposed":
         from benchmarks import dedupe_variants
 
         def near_duplicate_pairs(left: Any, right: Any, threshold: int) -> Any:
@@ -197,7 +204,7 @@ def main(argv: list[str]) -> int:
     from jobs.runs import configure_logging
     from jobs.spark import get_spark
 
-    label = "jobs.dedupe" if args.impl == "jobs" else f"proposed, {args.join_hint}"
+    label = "jobs.dedupe" if args.impl == "jobs" else f"{args.impl}, {args.join_hint}"
     config = facelake_config(args)
     parts = args.parts or config.shuffle_partitions
     src = write_input(hs, tag, parts)
