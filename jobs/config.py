@@ -51,6 +51,9 @@ class FacelakeConfig:
     """Max Hamming distance between 64-bit perceptual hashes for a near duplicate."""
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 50_000_000
+    vacuum_retention_hours: float | None = None
+    """``facelake maintain``: VACUUM retention; unset means each table's
+    ``delta.deletedFileRetentionDuration`` (7 days, from ``schemas/*.json``)."""
     policy_file: str = ""
     """Jurisdiction policy; empty means the repository's ``policies/jurisdiction.toml``."""
     log_level: str = "INFO"
@@ -101,6 +104,8 @@ def _coerce(name: str, value: Any) -> Any:
             raise ValueError(value)
         if kind.startswith("int"):
             return int(value)
+        if kind.startswith("float"):
+            return float(value)
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 return tuple(v.strip() for v in value.split(",") if v.strip())

@@ -21,6 +21,8 @@ class TableSpec:
     description: str
     key: tuple[str, ...]
     partition_by: tuple[str, ...]
+    zorder_by: tuple[str, ...]
+    """Columns jobs filter and join on; ``facelake maintain`` Z-orders the files by them."""
     properties: dict[str, str]
     schema: StructType
 
@@ -58,6 +60,7 @@ def table_spec(name: str) -> TableSpec:
         description=raw["description"],
         key=tuple(raw["key"]),
         partition_by=tuple(raw.get("partition_by", [])),
+        zorder_by=tuple(raw.get("zorder_by", [])),
         properties=dict(raw.get("properties", {})),
         schema=_to_struct(raw["fields"]),
     )

@@ -26,6 +26,10 @@ def test_keys_exist_are_not_null_and_columns_are_documented(name: str) -> None:
     assert spec.key and all(k in fields and not fields[k].nullable for k in spec.key)
     assert all(f.metadata.get("comment") for f in spec.schema.fields), "every column says what it holds"
     assert spec.properties.get("delta.enableDeletionVectors") == "false"
+    # Retention is set per table, not left to Delta's defaults (maintain's VACUUM honours it).
+    assert spec.properties["delta.deletedFileRetentionDuration"].startswith("interval ")
+    assert spec.properties["delta.logRetentionDuration"].startswith("interval ")
+    assert all(c in fields and c not in spec.partition_by for c in spec.zorder_by)
     raw = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
     assert raw["table"] == name
 

@@ -1,0 +1,234 @@
+"""jobs.lake: time travel by version and timestamp, run history, diffs, guarded restore, purged versions."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from jobs.lake import CHANGE_TYPE, Lake, LakeError, PurgedVersionError, history_records
+from jobs.runs import RunContext
+from jobs.schemas import table_spec
+from jobs.tables import commit_metadata, ensure_table, merge_new_rows, table_uri, upsert_rows
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _default(field: T.StructField, i: int) -> Any:
+    kind = field.dataType
+    if isinstance(kind, T.StringType):
+        return f"{field.name}-{i}"
+    if isinstance(kind, (T.IntegerType, T.LongType)):
+        return i
+    if isinstance(kind, (T.FloatType, T.DoubleType)):
+        return float(i)
+    if isinstance(kind, T.TimestampType):
+        return NOW
+    if isinstance(kind, T.BinaryType):
+        return bytes([i % 256])
+    if isinstance(kind, T.BooleanType):
+        return False
+    if isinstance(kind, T.ArrayType):
+        return []
+    if isinstance(kind, T.MapType):
+        return {}
+    return None
+
+
+def rows(spark: SparkSession, name: str, items: list[dict[str, Any]]) -> DataFrame:
+    """Rows of table ``name``: every column filled deterministically, ``items`` override some."""
+    schema = table_spec(name).schema
+    data = [{f.name: item.get(f.name, _default(f, i)) for f in schema.fields} for i, item in enumerate(items)]
+    return spark.createDataFrame(data, schema)
+
+
+def faces(spark: SparkSession, ids: list[str], score: float = 0.9, image: str = "img") -> DataFrame:
+    return rows(spark, "faces", [
+        {"face_id": f, "image_id": f"{image}-{f}", "det_score": score, "embedding": [1.0, 0.0],
+         "jurisdiction_tags": ["uk"] if f.endswith("uk") else []}
+        for f in ids
+    ])
+
+
+def sorted_rows(df: DataFrame) -> list[tuple]:
+    return sorted(tuple(r) for r in df.collect())
+
+
+def assert_same_rows(actual: DataFrame, expected: DataFrame) -> None:
+    """Two-way comparison: nothing missing, nothing extra (as in Delta's own tests)."""
+    cols = expected.columns
+    assert actual.select(*cols).exceptAll(expected).count() == 0
+    assert expected.exceptAll(actual.select(*cols)).count() == 0
+
+
+@pytest.fixture
+def history_lake(spark: SparkSession, lake: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A faces table with 4 versions: create, insert a/b/c, insert d, update b + insert e."""
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__2026-11-26T12:00:00")
+    ensure_table(spark, lake, "faces")  # version 0
+    stamps = {}
+    first = RunContext(job="embed", inputs={"images_version": 3})
+    merge_new_rows(spark, lake, "faces", faces(spark, ["a", "b", "c"]), first)  # 1
+    stamps[1] = datetime.now(UTC)
+    time.sleep(1.1)  # commit timestamps have millisecond resolution; keep versions apart
+    second = RunContext(job="embed", inputs={"images_version": 4})
+    merge_new_rows(spark, lake, "faces", faces(spark, ["d"]), second)  # 2
+    stamps[2] = datetime.now(UTC)
+    time.sleep(1.1)
+    third = RunContext(job="retag", inputs={"policy_version": "2"})
+    changed = faces(spark, ["b", "e-uk"], score=0.5)
+    upsert_rows(spark, lake, "faces", changed, ("det_score",), third)  # 3
+    return {"lake": Lake(spark, lake), "runs": [first, second, third], "stamps": stamps}
+
+
+def test_time_travel_by_version_and_timestamp(history_lake: dict) -> None:
+    lake: Lake = history_lake["lake"]
+    assert lake.latest_version("faces") == 3
+    ids = lambda df: sorted(r.face_id for r in df.select("face_id").collect())  # noqa: E731
+    assert ids(lake.table("faces", version=0)) == []
+    assert ids(lake.table("faces", version=1)) == ["a", "b", "c"]
+    assert ids(lake.table("faces", version=2)) == ["a", "b", "c", "d"]
+    assert ids(lake.table("faces")) == ["a", "b", "c", "d", "e-uk"]
+    scores = {r.face_id: round(r.det_score, 3) for r in lake.table("faces", version=2).collect()}
+    assert scores["b"] == 0.9
+    assert {r.face_id: round(r.det_score, 3) for r in lake.table("faces").collect()}["b"] == 0.5
+
+    # A timestamp selects the version current at that instant, as Delta's timestampAsOf does.
+    assert lake.version_at("faces", history_lake["stamps"][1]) == 1
+    assert ids(lake.table("faces", timestamp=history_lake["stamps"][2])) == ["a", "b", "c", "d"]
+    assert_same_rows(lake.table("faces", timestamp=history_lake["stamps"][1]), lake.table("faces", version=1))
+    with pytest.raises(LakeError, match="did not exist yet"):
+        lake.table("faces", timestamp="2001-01-01 00:00:00")
+    with pytest.raises(LakeError, match="has no version 9"):
+        lake.table("faces", version=9)
+    with pytest.raises(LakeError, match="not both"):
+        lake.table("faces", version=1, timestamp="2026-01-01")
+    with pytest.raises(LakeError, match="does not exist"):
+        lake.table("images")
+
+
+def test_history_names_the_run_that_made_each_version(history_lake: dict) -> None:
+    lake: Lake = history_lake["lake"]
+    first, second, third = history_lake["runs"]
+    records = {r["version"]: r for r in history_records(lake, "faces")}
+    assert sorted(records) == [0, 1, 2, 3]
+    assert records[1]["operation"] == "MERGE" and records[1]["rows_inserted"] == 3
+    assert (records[1]["job"], records[1]["run_id"]) == ("embed", first.run_id)
+    assert records[1]["inputs"] == {"images_version": 3}
+    assert records[1]["dag_run_id"] == "manual__2026-11-26T12:00:00"
+    assert (records[2]["run_id"], records[2]["inputs"], records[2]["rows_inserted"]) == (second.run_id, {"images_version": 4}, 1)
+    assert (records[3]["job"], records[3]["rows_inserted"], records[3]["rows_updated"]) == ("retag", 1, 1)
+    assert lake.last_version_by("faces", "embed") == 2
+    assert lake.last_version_by("faces", "index") is None
+    assert [r.version for r in lake.history("faces", limit=2).collect()] == [3, 2]
+
+
+@pytest.mark.parametrize("method", ["cdf", "key"])
+def test_diff_finds_exactly_the_rows_changed(history_lake: dict, method: str) -> None:
+    lake: Lake = history_lake["lake"]
+    changes = lake.diff("faces", 1, 3, method=method)
+    got = sorted((r.face_id, r[CHANGE_TYPE], round(r.det_score, 3)) for r in changes.collect())
+    assert got == [("b", "update_postimage", 0.5), ("b", "update_preimage", 0.9),
+                   ("d", "insert", 0.9), ("e-uk", "insert", 0.5)]
+    assert lake.diff_counts("faces", 0, 2, method=method) == {"insert": 4, "update": 0, "delete": 0}
+    assert lake.diff("faces", 2, 2, method=method).count() == 0
+    # Every column comes back with the table's own types.
+    types = lambda df: [(f.name, f.dataType) for f in df.schema.fields]  # noqa: E731
+    assert types(changes.drop(CHANGE_TYPE)) == types(lake.table("faces"))
+
+
+def test_diff_methods_agree_across_delete_and_restore(history_lake: dict, spark: SparkSession) -> None:
+    lake: Lake = history_lake["lake"]
+    with commit_metadata(spark, RunContext(job="test")):
+        lake._delta("faces").delete("face_id = 'a'")  # 4
+    lake.restore("faces", 2)  # 5: a back, b's score back, e gone
+    for start, end in [(1, 4), (3, 5), (2, 5), (0, 5)]:
+        by_cdf, by_key = lake.diff("faces", start, end, method="cdf"), lake.diff("faces", start, end, method="key")
+        assert_same_rows(by_cdf, by_key)
+    assert lake.diff("faces", 2, 5).count() == 0  # restored exactly: no net change
+    assert lake.diff_counts("faces", 3, 4) == {"insert": 0, "update": 0, "delete": 1}
+
+
+def test_diff_by_key_on_a_table_without_cdf(spark: SparkSession, lake: str) -> None:
+    run = RunContext(job="test")
+    supp = lambda ids: rows(spark, "suppression", [{"suppression_id": i, "kind": "sha256"} for i in ids])  # noqa: E731
+    merge_new_rows(spark, lake, "suppression", supp(["s1", "s2"]), run)
+    merge_new_rows(spark, lake, "suppression", supp(["s3"]), RunContext(job="test"))
+    handle = Lake(spark, lake)
+    assert not handle.change_data_feed("suppression")
+    diff = handle.diff("suppression", 1, 2)  # auto -> key
+    assert [(r.suppression_id, r[CHANGE_TYPE]) for r in diff.collect()] == [("s3", "insert")]
+
+
+def test_restore_is_a_new_version_with_run_metadata(history_lake: dict) -> None:
+    lake: Lake = history_lake["lake"]
+    new_version = lake.restore("faces", 1)
+    assert new_version == 4
+    assert_same_rows(lake.table("faces"), lake.table("faces", version=1))
+    last = history_records(lake, "faces", limit=1)[0]
+    assert last["operation"] == "RESTORE" and last["job"] == "restore"
+    assert last["inputs"] == {"table": "faces", "restore_to_version": 1, "from_version": 3}
+    assert lake.restore("faces", 4) == 4  # already there: no new commit
+    assert lake.latest_version("faces") == 4
+
+
+def erase(spark: SparkSession, lake: Lake, predicate: str, erasure_id: str) -> dict[str, int]:
+    """What an erasure does to one table: delete, purge the removed files, write the audit row."""
+    from delta.tables import DeltaTable
+
+    uri = lake.uri("faces")
+    before = lake.latest_version("faces")
+    before_files = lake._files("faces", before)
+    run = RunContext(job="erasure", inputs={"erasure_id": erasure_id})
+    with commit_metadata(spark, run):
+        DeltaTable.forPath(spark, uri).delete(predicate)
+    after = lake.latest_version("faces")
+    # Every file that held an erased row leaves the snapshot in the delete; purge exactly those.
+    for gone in before_files - lake._files("faces", after):
+        os.remove(gone.removeprefix("file:"))
+    audit = rows(spark, "erasure_audit", [{
+        "erasure_id": erasure_id, "mode": "execute", "status": "completed", "ticket_ref": "DPA-1",
+        "selector_kind": "jurisdiction", "table_versions": {"faces": after},
+        "first_readable_versions": {"faces": after}, "finished_at": NOW, "counts": {"faces": 1},
+    }])
+    merge_new_rows(spark, lake.root, "erasure_audit", audit, run)
+    return {"before": before, "after": after}
+
+
+def test_purged_versions_fail_clearly_and_cannot_be_restored(history_lake: dict, spark: SparkSession) -> None:
+    lake: Lake = history_lake["lake"]
+    versions = erase(spark, lake, "array_contains(jurisdiction_tags, 'uk')", "erasure-0001")
+    assert versions == {"before": 3, "after": 4}
+    # Version 3 held the erased face: unreadable, with a message naming the erasure and the way out.
+    with pytest.raises(PurgedVersionError, match=r"erasure erasure-0001 \(ticket DPA-1\).*first readable version is 4") as err:
+        lake.table("faces", version=3)
+    assert (err.value.erasure_id, err.value.first_readable) == ("erasure-0001", 4)
+    assert "e-uk" not in str(err.value)
+    # Versions without erased rows keep their time travel (invariant 6) ...
+    assert lake.table("faces", version=2).count() == 4
+    assert lake.table("faces", version=4).count() == 4
+    # ... but no restore may cross the erasure, purged version or not.
+    with pytest.raises(PurgedVersionError):
+        lake.restore("faces", 3)
+    with pytest.raises(LakeError, match="would undo that erasure"):
+        lake.restore("faces", 2)
+    assert lake.latest_version("faces") == 4
+    assert lake.first_readable_version("faces", after=2) == 4
+
+
+def test_vacuumed_versions_fail_clearly_without_an_erasure(spark: SparkSession, lake: str) -> None:
+    run = RunContext(job="test")
+    merge_new_rows(spark, lake, "faces", faces(spark, ["a"]), run)
+    upsert_rows(spark, lake, "faces", faces(spark, ["a"], score=0.1), ("det_score",), RunContext(job="test"))
+    handle = Lake(spark, lake)
+    for gone in handle._files("faces", 1) - handle._files("faces", 2):
+        Path(gone.removeprefix("file:")).unlink()
+    with pytest.raises(PurgedVersionError, match="no erasure recorded it.*first readable version is 2"):
+        handle.table("faces", version=1)
+    assert table_uri(lake, "faces").endswith("/tables/faces")
