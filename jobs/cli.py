@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("jobs.embed", "detect, align and embed faces of new canonical images (insightface on onnxruntime)"),
     "models": ("jobs.models", "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)"),
     "retag": ("jobs.retag", "re-apply the jurisdiction policy to existing rows (no image re-read)"),
+    "sql": ("jobs.sql", "run Spark SQL over every table (latest or as of a version); a table or JSON lines"),
+    "maintain": ("jobs.maintain", "re-apply table properties, OPTIMIZE (Z-order) and VACUUM with the configured retention"),
     "demo": ("jobs.demo", "sample drop -> lake on the embedded default, with a summary"),
 }
 

@@ -377,6 +377,9 @@ class Lake:
                 continue
             df.createOrReplaceTempView(name)
             registered[name] = wanted if wanted is not None else self.latest_version(name)
+        for name in set(table_names()) - set(registered):
+            # A view left from an earlier call (or another lake) would answer with the wrong data.
+            self.spark.catalog.dropTempView(name)
         return registered
 
     def sql(self, query: str, version: int | dict[str, int] | None = None,
