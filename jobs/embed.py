@@ -396,15 +396,18 @@ def refresh_tags(spark: SparkSession, lake: str, run: RunContext) -> dict[str, i
     jurisdiction must find the faces either way.
     """
     tags = read_table(spark, lake, "images").select("image_id", F.col("jurisdiction_tags").alias("_new_tags"))
-    out = {}
-    for name in ("faces", "face_status"):
-        stale = (
-            read_table(spark, lake, name).join(tags, "image_id")
-            .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("_new_tags")))
-            .withColumn("jurisdiction_tags", F.col("_new_tags")).drop("_new_tags")
-        )
-        out[name] = upsert_rows(spark, lake, name, stale, update_columns=("jurisdiction_tags",), run=run)
-    return out
+    names = ("faces", "face_status")
+    stale = {
+        name: read_table(spark, lake, name).join(tags, "image_id")
+        .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("_new_tags")))
+        .withColumn("jurisdiction_tags", F.col("_new_tags")).drop("_new_tags")
+        for name in names
+    }
+    # The usual case, nothing stale, costs one Spark job for both tables; otherwise each is upserted.
+    if stale["faces"].select("image_id").unionByName(stale["face_status"].select("image_id")).isEmpty():
+        return dict.fromkeys(names, 0)
+    return {name: upsert_rows(spark, lake, name, stale[name], update_columns=("jurisdiction_tags",), run=run)
+            for name in names}
 
 
 class IncompletePackError(ValueError):
@@ -446,8 +449,9 @@ def embed(
 ) -> dict[str, Any]:
     """Detect and embed faces of every canonical image not yet processed with the configured pack.
 
-    ``gate(table, rows)`` is called before each publish and may raise to stop it; by default it is
-    the expectations gate (``jobs.quality.publish_gate``). Returns the pack identity and counts.
+    ``gate(table, rows)`` is called before each publish and may raise to stop it (``gate.check_all``,
+    when the gate has it, checks both tables in one call); by default it is the expectations gate
+    (``jobs.quality.publish_gate``). Returns the pack identity and counts.
     """
     options = options or EmbedOptions()
     pack = resolve_pack(config.model_pack, config.models_dir)
@@ -553,8 +557,10 @@ def _publish(
     try:
         counts = {r["status"]: r["count"] for r in status.groupBy("status").count().collect()}
         out = {f"images_{s.value}": int(counts.get(s.value, 0)) for s in FaceStatus}
-        # Both tables pass their expectations before either is written.
-        if gate is not None:
+        # Both tables pass their expectations before either is written (one dq_results MERGE for both).
+        if hasattr(gate, "check_all"):
+            gate.check_all([("faces", faces), ("face_status", status)])
+        elif gate is not None:
             gate("faces", faces)
             gate("face_status", status)
         # What is written is what was validated, checked again against erasures that committed meanwhile.

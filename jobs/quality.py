@@ -589,6 +589,7 @@ class QualityReport:
     """This suite run's validation pages (one per view)."""
     checked_at: datetime
     rows_written: int = 0
+    """Rows this report added to ``dq_results`` (see ``write_reports``)."""
 
     @property
     def success(self) -> bool:
@@ -675,6 +676,7 @@ def run_suite(
     table_name: str | None = None,
     read_published: bool = True,
     record: bool = True,
+    defer_write: bool = False,
 ) -> QualityReport:
     """Run ``suite_name`` on ``df`` with an ephemeral GX context and return the report (never raises on failures).
 
@@ -683,6 +685,8 @@ def run_suite(
       tables, e.g. ``{"image_sources": new_sources}`` when publishing images and their sources together.
     - ``table_name``: the table checked (defaults to the suite's; needed for generic suites).
     - ``record``: write ``dq_results`` rows and Data Docs under the lake (default); False only checks.
+    - ``defer_write``: with ``record``, build the Data Docs but leave the ``dq_results`` rows to the
+      caller, who writes several reports in one MERGE with ``write_reports``.
     """
     spec = suite_spec(suite_name)
     table_name = table_name or spec.table
@@ -726,16 +730,8 @@ def run_suite(
         data_docs_pages=pages,
         checked_at=checked_at,
     )
-    if record:
-        report.rows_written = write_results(spark, lake, report, run)
-        if report.rows_written < len(report.outcomes):
-            # dq_results' key is (run_id, suite, expectation_id): one result per run and suite.
-            log.warning(
-                "dq_results already held %d result(s) of run %s for suite %s; kept the first ones",
-                len(report.outcomes) - report.rows_written,
-                run.run_id,
-                suite_name,
-            )
+    if record and not defer_write:
+        write_reports(spark, lake, [report], run)
     level = logging.INFO if report.success else logging.WARNING
     log.log(level, report.summary() if report.success else report.failure_message())
     return report
@@ -773,8 +769,37 @@ def _dedupe(ids: Iterable[str | None]) -> list[str]:
     return list(dict.fromkeys(i for i in ids if i is not None))[:MAX_EXAMPLES]
 
 
-def write_results(spark: SparkSession, lake: str, report: QualityReport, run: RunContext) -> int:
-    """Insert the report's rows into ``dq_results`` (MERGE on run, suite, expectation: reruns add nothing)."""
+def write_reports(spark: SparkSession, lake: str, reports: Sequence[QualityReport], run: RunContext) -> int:
+    """Write several reports' ``dq_results`` rows in one MERGE; returns the rows inserted.
+
+    Sets ``rows_written`` of a report written alone; of reports written together, only when every row
+    was new (the usual case: a run's first check of each suite), since one MERGE reports one count.
+    """
+    if not reports:
+        return 0
+    written = write_results(spark, lake, reports, run)
+    expected = sum(len(r.outcomes) for r in reports)
+    if len(reports) == 1:
+        reports[0].rows_written = written
+    elif written == expected:
+        for r in reports:
+            r.rows_written = len(r.outcomes)
+    if written < expected:
+        # dq_results' key is (run_id, suite, expectation_id): one result per run and suite.
+        log.warning(
+            "dq_results already held %d result(s) of run %s for suite(s) %s; kept the first ones",
+            expected - written,
+            run.run_id,
+            ", ".join(r.suite for r in reports),
+        )
+    return written
+
+
+def write_results(
+    spark: SparkSession, lake: str, report: QualityReport | Sequence[QualityReport], run: RunContext
+) -> int:
+    """Insert the report's (or reports') rows into ``dq_results`` (MERGE on run, suite, expectation: reruns add nothing)."""
+    reports = [report] if isinstance(report, QualityReport) else list(report)
     rows = [
         (
             report.run_id,
@@ -793,6 +818,7 @@ def write_results(spark: SparkSession, lake: str, report: QualityReport, run: Ru
             o.data_docs_path,
             report.checked_at,
         )
+        for report in reports
         for o in report.outcomes
     ]
     frame = spark.createDataFrame(rows, schema_of("dq_results"))
@@ -1162,20 +1188,52 @@ def _example_ids(index_list: Any, id_columns: Sequence[str]) -> list[str]:
     return _dedupe(ids)
 
 
-def publish_gate(spark: SparkSession, config: Any, run: RunContext, **parameter_overrides: Any):
-    """A gate for a job: ``gate(suite, rows, references=None)`` validates rows about to be published.
+Check = tuple[str, DataFrame] | tuple[str, DataFrame, Mapping[str, DataFrame] | None]
+"""(suite, rows) or (suite, rows, references): one frame about to be published."""
+
+
+class PublishGate:
+    """A job's gate: ``gate(suite, rows, references=None)`` validates rows about to be published.
 
     Raises ``QualityGateError`` (nothing is written by the caller then); skips empty frames, since
-    nothing would be published. Parameters come from the job's config (``quality_parameters``).
+    nothing would be published. ``gate.check_all([...])`` does the same for several frames that are
+    published together, recording all their results in one ``dq_results`` MERGE.
     """
-    parameters = quality_parameters(config, **parameter_overrides)
 
-    def gate(suite: str, rows: DataFrame, references: Mapping[str, DataFrame] | None = None) -> QualityReport | None:
-        if rows.isEmpty():
-            return None
-        report = validate_or_raise(spark, rows, suite, lake=config.lake, run=run, parameters=parameters,
-                                   references=references)
-        run.progress("expectations %s", report.summary())
-        return report
+    def __init__(self, spark: SparkSession, config: Any, run: RunContext, parameters: Mapping[str, Any]) -> None:
+        self.spark, self.config, self.run, self.parameters = spark, config, run, dict(parameters)
 
-    return gate
+    def __call__(
+        self, suite: str, rows: DataFrame, references: Mapping[str, DataFrame] | None = None
+    ) -> QualityReport | None:
+        return self.check_all([(suite, rows, references)])[0]
+
+    def check_all(self, checks: Sequence[Check]) -> list[QualityReport | None]:
+        """Run each suite in order, stopping at the first that fails; record every suite that ran (a
+        failure too) in ``dq_results``, then raise ``QualityGateError`` if one failed."""
+        reports: list[QualityReport | None] = []
+        try:
+            for suite, rows, *rest in checks:
+                if rows.isEmpty():
+                    reports.append(None)
+                    continue
+                report = run_suite(self.spark, rows, suite, lake=self.config.lake, run=self.run,
+                                   parameters=self.parameters, references=rest[0] if rest else None, defer_write=True)
+                reports.append(report)
+                if not report.success:
+                    break
+        except Exception:
+            write_reports(self.spark, self.config.lake, [r for r in reports if r is not None], self.run)
+            raise
+        write_reports(self.spark, self.config.lake, [r for r in reports if r is not None], self.run)
+        for report in reports:
+            if report is not None and not report.success:
+                raise QualityGateError(report)
+            if report is not None:
+                self.run.progress("expectations %s", report.summary())
+        return reports
+
+
+def publish_gate(spark: SparkSession, config: Any, run: RunContext, **parameter_overrides: Any) -> PublishGate:
+    """The expectations gate of a job, with parameters from its config (``quality_parameters``)."""
+    return PublishGate(spark, config, run, quality_parameters(config, **parameter_overrides))

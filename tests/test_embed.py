@@ -243,3 +243,54 @@ def test_cli_main_runs_the_job(embedded: dict, tmp_path: Path, capsys: pytest.Ca
     assert code == 0
     out = capsys.readouterr().out
     assert embedded["pack"].pack_id in out and "images_pending=0" in out
+
+
+def test_both_suites_recorded_in_one_dq_results_commit(spark: SparkSession, embedded: dict) -> None:
+    lake = embedded["lake"]
+    results = read_table(spark, lake, "dq_results").collect()
+    assert {r["suite"] for r in results} == {"faces", "face_status"} and all(r["success"] for r in results)
+    merges = DeltaTable.forPath(spark, table_uri(lake, "dq_results")).history().where("operation = 'MERGE'").count()
+    assert merges == 1
+
+
+def test_a_failed_expectation_publishes_nothing_and_is_recorded(
+    spark: SparkSession, embedded: dict, images: dict, tmp_path: Path
+) -> None:
+    from jobs.quality import QualityGateError, publish_gate
+
+    lake = str(tmp_path / "lake")
+    config = embedded["config"].replace(lake=lake)
+    write_images(spark, lake, images)
+    run = RunContext(job="embed")
+    wrong_dim = publish_gate(spark, config, run, embedding_dim=16)  # the pack embeds in 512-d
+    with pytest.raises(QualityGateError, match="embedding_dim"):
+        embed(spark, config, run, gate=wrong_dim)
+    assert read_table(spark, lake, "faces").count() == 0 and read_table(spark, lake, "face_status").count() == 0
+    results = read_table(spark, lake, "dq_results").collect()
+    assert {r["suite"] for r in results} == {"faces"}  # face_status was not checked after faces failed
+    assert any(not r["success"] and "embedding_dim" in r["expectation_id"] for r in results)
+
+
+def test_content_erased_while_the_gate_runs_is_not_written(
+    spark: SparkSession, embedded: dict, images: dict, tmp_path: Path
+) -> None:
+    from jobs.quality import publish_gate
+
+    lake = str(tmp_path / "lake")
+    config = embedded["config"].replace(lake=lake)
+    write_images(spark, lake, images)
+    run = RunContext(job="embed")
+    real_gate = publish_gate(spark, config, run, embedding_dim=512)
+    one = embedded["ids"]["one"]
+
+    def gate_then_erase(suite: str, rows) -> None:
+        real_gate(suite, rows)
+        if suite == "face_status":  # both suites passed; an erasure of "one" commits before the MERGEs
+            suppression = spark.createDataFrame([(sha("sha256" + one), "sha256", one, "e1", NOW)],
+                                                schema_of("suppression"))
+            merge_new_rows(spark, lake, "suppression", suppression, RunContext(job="erasure"))
+
+    embed(spark, config, run, gate=gate_then_erase)
+    assert not read_table(spark, lake, "faces").where(f"image_id = '{one}'").count()
+    assert (one, embedded["pack"].pack_id) not in statuses(spark, lake)
+    assert read_table(spark, lake, "faces").where(f"image_id = '{embedded['ids']['two']}'").count() == 2
