@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("jobs.models", "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)"),
     "retag": ("jobs.retag", "re-apply the jurisdiction policy to existing rows (no image re-read)"),
     "sql": ("jobs.sql", "run Spark SQL over every table (latest or as of a version); a table or JSON lines"),
+    "history": ("jobs.history", "which run made each version of a table, from what"),
+    "restore": ("jobs.restore", "restore a table to an earlier version (refuses versions an erasure purged)"),
     "maintain": ("jobs.maintain", "re-apply table properties, OPTIMIZE (Z-order) and VACUUM with the configured retention"),
     "demo": ("jobs.demo", "sample drop -> lake on the embedded default, with a summary"),
 }

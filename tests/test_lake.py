@@ -19,6 +19,8 @@ from jobs.schemas import table_spec
 from jobs.tables import commit_metadata, ensure_table, merge_new_rows, table_uri, upsert_rows
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+# CLI commands run in-process reuse the test session: keep its settings (getOrCreate applies flags).
+SESSION = ["--spark-master", "local[2]", "--shuffle-partitions", "2"]
 
 
 def _default(field: T.StructField, i: int) -> Any:
@@ -248,3 +250,22 @@ def test_vacuumed_versions_fail_clearly_without_an_erasure(spark: SparkSession, 
     with pytest.raises(PurgedVersionError, match="no erasure recorded it.*first readable version is 2"):
         handle.table("faces", version=1)
     assert table_uri(lake, "faces").endswith("/tables/faces")
+
+
+def test_history_and_restore_commands(own_history_lake: dict, spark: SparkSession,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from jobs.cli import main
+
+    lake: Lake = own_history_lake["lake"]
+    assert main(["history", "faces", "--lake", lake.root, "--json", "--limit", "2", *SESSION]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["version"], r["job"], r["inputs"]) for r in printed] == [(3, "retag", {"policy_version": "2"}),
+                                                                       (2, "embed", {"images_version": 4})]
+    assert main(["restore", "faces", "2", "--lake", lake.root, *SESSION]) == 0
+    assert "faces: version 3 -> 4 (restored to 2)" in capsys.readouterr().out
+    erase(spark, lake, "face_id = 'a'", "erasure-0002")
+    assert main(["restore", "faces", "1", "--lake", lake.root, *SESSION]) == 2
+    err = capsys.readouterr().err
+    assert "is no longer readable: erasure erasure-0002" in err and "Traceback" not in err
