@@ -32,7 +32,15 @@ from jobs.policy import Policy, load_policy, tags_for_source
 from jobs.quality import publish_gate
 from jobs.runs import RunContext, configure_logging
 from jobs.suppression import load_suppression, url_sha256
-from jobs.tables import ensure_table, init_lake, merge_new_rows, only_new, read_table, upsert_rows
+from jobs.tables import (
+    ensure_table,
+    init_lake,
+    merge_new_rows,
+    only_new,
+    pin_read_versions,
+    read_table,
+    upsert_rows,
+)
 
 log = logging.getLogger("facelake.ingest")
 
@@ -257,8 +265,9 @@ def _ingest_drop(
     run.inputs.update({"drop_id": drop_id})
     policy = load_policy(config.policy_file or None)
     init_lake(spark, config.lake)
+    read_versions = pin_read_versions(spark, config.lake, ("images", "image_sources", "suppression"), run)
     now = F.lit(datetime.now(UTC)).cast("timestamp")
-    suppressed = load_suppression(spark, config.lake)
+    suppressed = load_suppression(spark, config.lake, read_versions["suppression"])
 
     # 1. Manifest lines.
     run.progress("drop %s: parsing %s", drop_id, MANIFEST_NAME)
@@ -317,7 +326,7 @@ def _ingest_drop(
 
     # 5. New images (content not in the table yet) and their near duplicates.
     images_uri = ensure_table(spark, config.lake, "images")
-    existing = read_table(spark, config.lake, "images").select(
+    existing = read_table(spark, config.lake, "images", read_versions["images"]).select(
         "image_id", "phash", "canonical_id", "width", "height", "first_crawled_at"
     )
     new_images = keep(
@@ -333,7 +342,8 @@ def _ingest_drop(
     new_images = new_images.join(canonical_of, "image_id")
 
     # 6. Tags: the union over every source of every member of the cluster (existing + new sources).
-    all_sources = read_table(spark, config.lake, "image_sources").select("image_id", "jurisdiction_tags").unionByName(
+    stored_sources = read_table(spark, config.lake, "image_sources", read_versions["image_sources"])
+    all_sources = stored_sources.select("image_id", "jurisdiction_tags").unionByName(
         sources.select("image_id", "jurisdiction_tags")
     )
     membership = existing.select("image_id", "canonical_id").unionByName(canonical_of.select("image_id", "canonical_id"))
@@ -346,7 +356,7 @@ def _ingest_drop(
     )
     # Existing images whose cluster gained a tag through this drop's sources.
     retagged = (
-        read_table(spark, config.lake, "images")
+        read_table(spark, config.lake, "images", read_versions["images"])
         .join(cluster_tags.withColumnRenamed("jurisdiction_tags", "new_tags"), "canonical_id")
         .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("new_tags")))
         .withColumn("jurisdiction_tags", F.col("new_tags"))

@@ -12,7 +12,7 @@ from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, 
 from jobs.ingest import tags_udf, union_cluster_tags
 from jobs.policy import load_policy
 from jobs.runs import RunContext, configure_logging
-from jobs.tables import read_table, upsert_rows
+from jobs.tables import pin_read_versions, read_table, upsert_rows
 
 TAG_COLUMNS = ("jurisdiction_tags", "policy_version")
 
@@ -26,14 +26,15 @@ def retag(spark: SparkSession, config: FacelakeConfig, run: RunContext) -> dict[
     policy = load_policy(config.policy_file or None)
     run.inputs.update({"policy_version": policy.version})
     tag = tags_udf(policy)
-    sources = read_table(spark, config.lake, "image_sources")
+    read_versions = pin_read_versions(spark, config.lake, ("image_sources", "images"), run)
+    sources = read_table(spark, config.lake, "image_sources", read_versions["image_sources"])
     retagged_sources = sources.withColumn(
         "jurisdiction_tags", tag("source_url", "page_url", "country", "tags")
     ).withColumn("policy_version", F.lit(policy.version)).persist()
     run.progress("policy %s: re-tagging %d source(s)", policy.version, retagged_sources.count())
     changed_sources = upsert_rows(spark, config.lake, "image_sources", retagged_sources, TAG_COLUMNS, run)
 
-    images = read_table(spark, config.lake, "images")
+    images = read_table(spark, config.lake, "images", read_versions["images"])
     cluster = union_cluster_tags(
         retagged_sources.select("image_id", "jurisdiction_tags"), images.select("image_id", "canonical_id")
     ).withColumnRenamed("jurisdiction_tags", "cluster_tags")

@@ -40,10 +40,10 @@ class Suppressed:
     has_urls: bool
 
 
-def load_suppression(spark: SparkSession, lake: str) -> Suppressed:
+def load_suppression(spark: SparkSession, lake: str, version: int | None = None) -> Suppressed:
     """Read the suppression table once per run (it is small: one row per erased item)."""
     ensure_table(spark, lake, "suppression")
-    table = read_table(spark, lake, "suppression").select("kind", "value").cache()
+    table = read_table(spark, lake, "suppression", version=version).select("kind", "value").cache()
     kinds = {r["kind"] for r in table.select("kind").distinct().collect()}
     return Suppressed(
         sha256s=table.where("kind = 'sha256'").select("value"),

@@ -48,10 +48,27 @@ def conform(df: DataFrame, name: str) -> DataFrame:
 
 
 def read_table(spark: SparkSession, lake: str, name: str, version: int | None = None) -> DataFrame:
+    """Table ``name`` at its latest version or at ``version`` (unguarded: see jobs.lake for checks)."""
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(table_uri(lake, name))
+
+
+def pin_read_versions(spark: SparkSession, lake: str, names: Iterable[str], run: RunContext) -> dict[str, int]:
+    """The current version of each table a run reads, recorded in the run's commit metadata.
+
+    Reading at these versions gives the run one consistent snapshot, and `history` can say
+    which versions of its inputs a commit was computed from.
+    """
+    from delta.tables import DeltaTable
+
+    versions = {}
+    for name in names:
+        uri = ensure_table(spark, lake, name)
+        versions[name] = int(DeltaTable.forPath(spark, uri).history(1).select("version").first()[0])
+    run.inputs.setdefault("read_versions", {}).update(versions)
+    return versions
 
 
 def only_new(spark: SparkSession, lake: str, name: str, rows: DataFrame) -> DataFrame:

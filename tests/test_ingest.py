@@ -153,6 +153,18 @@ def test_written_tables_match_their_schemas(spark: SparkSession, ingested: dict)
         assert schema_differences(read_table(spark, ingested["lake"], name).schema, schema_of(name)) == [], name
 
 
+def test_every_commit_names_its_run_drop_and_input_versions(spark: SparkSession, ingested: dict) -> None:
+    from jobs.lake import Lake, history_records
+
+    lake = Lake(spark, ingested["lake"])
+    for name in WRITE_ORDER:
+        last = history_records(lake, name, limit=1)[0]
+        assert last["job"] == "ingest" and last["operation"] == "MERGE", name
+        assert last["inputs"]["drop_id"] == ingested["report"].drop_id
+        # Tables were created empty (version 0) and read at that version: one consistent snapshot.
+        assert last["inputs"]["read_versions"] == {"images": 0, "image_sources": 0, "suppression": 0}
+
+
 def test_second_ingest_of_the_same_drop_is_a_noop(spark: SparkSession, ingested: dict) -> None:
     before = _versions(spark, ingested["lake"])
     images_before = read_table(spark, ingested["lake"], "images").orderBy("image_id").collect()
