@@ -278,6 +278,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
         "providers": runs[0]["providers"] if runs else None, "det_size": f"{det_size[0]}x{det_size[1]}",
         "det_thresh": 0.5, "intra_op_num_threads": "N (loop) / cores // tasks (Spark)",
         "inter_op_num_threads": so.inter_op_num_threads, "execution_mode": str(so.execution_mode),
+        "graph_optimization_level": str(so.graph_optimization_level),
         "rec_batch": args.rec_batch, "images_per_arrow_batch": EmbedOptions().images_per_batch,
         "onnxruntime_version": __import__("onnxruntime").__version__,
         "insightface_version": __import__("insightface").__version__,
