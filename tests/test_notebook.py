@@ -31,16 +31,15 @@ VECTOR = re.compile(r"(-?\d+\.\d+(e-?\d+)?,\s*){5,}-?\d+\.\d+")
 @pytest.fixture(scope="module")
 def explore_lake(spark: SparkSession, spark_config: FacelakeConfig, sample_drop: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two drops, each ingested then embedded: two ingest and two embed commits to look at."""
+    """Two drops ingested (two ingest commits to diff), then one embed run (the version to pin)."""
     root = tmp_path_factory.mktemp("explore")
     second = root / "drop-2"
     generate_sample_drop(second, n=30, seed=8)
     config = spark_config.replace(lake=str(root / "lake"))
-    reports = []
     for drop in (sample_drop, second):
         ingest_drop(spark, config.replace(drop=str(drop)), RunContext(job="ingest"))
-        reports.append(embed(spark, config, RunContext(job="embed")))
-    assert all(r["faces_inserted"] > 0 for r in reports), reports  # the generated pack finds faces in both drops
+    reports = [embed(spark, config, RunContext(job="embed"))]
+    assert reports[0]["faces_inserted"] > 0, reports  # the generated pack finds faces in the sample drops
     return {"root": config.lake, "embed": reports}
 
 
@@ -106,7 +105,7 @@ def test_explore_notebook_runs_and_reports_the_lake(
     # Faces pinned at the last embed commit, read alongside the images version that embed read.
     pinned = lake.last_version_by("faces", "embed")
     embeds = lake.history("faces").where("job = 'embed'").count()
-    assert embeds == 2 and summary["pinned_version"] == pinned == lake.latest_version("faces")
+    assert embeds == 1 and summary["pinned_version"] == pinned == lake.latest_version("faces")
     last = explore_lake["embed"][-1]
     assert (summary["pack_id"], summary["images_version"]) == (last["pack_id"], last["images_version"])
 
