@@ -105,9 +105,12 @@ class Lake:
     def version_at(self, name: str, timestamp: datetime | str) -> int:
         """The version that was current at ``timestamp`` (the last commit at or before it).
 
-        Strings without a zone are read in the session time zone, as Delta's ``timestampAsOf``.
+        Strings and datetimes without a zone are read in the Spark session time zone, as Delta's
+        ``timestampAsOf`` reads strings and as ``history().toPandas()`` shows commit times.
         """
         history = self._delta(name).history().select("version", "timestamp")
+        if isinstance(timestamp, datetime) and timestamp.tzinfo is None:
+            timestamp = timestamp.isoformat(sep=" ")  # PySpark would read a naive datetime as OS-local time
         ts = F.lit(timestamp).cast("timestamp")
         row = history.where(F.col("timestamp") <= ts).agg(F.max("version")).first()
         if row[0] is None:

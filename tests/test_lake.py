@@ -119,6 +119,9 @@ def test_time_travel_by_version_and_timestamp(history_lake: dict) -> None:
 
     # A timestamp selects the version current at that instant, as Delta's timestampAsOf does.
     assert lake.version_at("faces", history_lake["stamps"][1]) == 1
+    # Zone-less times are session-time-zone (UTC) wall times, like the timestamps history shows.
+    assert lake.version_at("faces", history_lake["stamps"][2].replace(tzinfo=None)) == 2
+    assert lake.version_at("faces", history_lake["stamps"][2].strftime("%Y-%m-%d %H:%M:%S.%f")) == 2
     assert ids(lake.table("faces", timestamp=history_lake["stamps"][2])) == ["a", "b", "c", "d"]
     assert_same_rows(lake.table("faces", timestamp=history_lake["stamps"][1]), lake.table("faces", version=1))
     with pytest.raises(LakeError, match="did not exist yet"):
