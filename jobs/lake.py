@@ -146,7 +146,7 @@ class Lake:
         except Exception as exc:  # Delta reports an expired or unknown version as an analysis error
             raise LakeError(
                 f"version {version} of table {name!r} cannot be reconstructed from the Delta log "
-                f"(versions that exist: {self._version_range(name)}): {_first_line(exc)}"
+                f"(versions that exist: {self._version_range(name)}): {first_line(exc)}"
             ) from None
 
     def _version_range(self, name: str) -> str:
@@ -416,9 +416,10 @@ def _net_changes(before: DataFrame, after: DataFrame, key: list[str], columns: l
                                         F.col("_c.t").alias(CHANGE_TYPE))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (Spark's run to pages), for one-line operator errors."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return text[0][:400] if text else type(exc).__name__
 
 
 def history_records(lake: Lake, name: str, limit: int | None = None) -> list[dict[str, Any]]:

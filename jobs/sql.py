@@ -99,7 +99,7 @@ def run_sql(
     Returns the number of rows written. JSON lines stream every row (``limit`` None); the text
     table shows at most ``limit`` rows and says when it cut.
     """
-    from jobs.lake import Lake, LakeError
+    from jobs.lake import Lake, LakeError, first_line
 
     if spark is None:
         from jobs.spark import get_spark
@@ -114,7 +114,7 @@ def run_sql(
     except Exception as exc:
         missing = sorted(set(_named_tables(exc)) - set(registered))
         hint = f" (not registered at this version: {', '.join(missing)})" if missing else ""
-        raise LakeError(f"query failed: {_first_line(exc)}{hint}") from None
+        raise LakeError(f"query failed: {first_line(exc)}{hint}") from None
     written = 0
     if as_json:
         frame = result if limit is None else result.limit(limit)
@@ -135,11 +135,6 @@ def _named_tables(exc: BaseException) -> list[str]:
 
     text = str(exc)
     return [name for name in table_names() if f"`{name}`" in text]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:400] if lines else type(exc).__name__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
