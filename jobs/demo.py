@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.airflow_local import run_dag
     from jobs.embed import embed
     from jobs.ingest import ingest_manifest
+    from jobs.lake import Lake
     from jobs.sample_drop import generate_sample_drop
     from jobs.spark import get_spark
     from jobs.tables import read_table, table_uri
@@ -75,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
     print("quarantine reasons:")
     for row in read_table(spark, config.lake, "quarantine").groupBy("reason").count().orderBy("reason").collect():
         print(f"  {row['reason']:18s} {row['count']}")
+    print("\nlatest versions of images (which run made them, from what):")
+    for row in Lake(spark, config.lake).history("images", limit=3).collect():
+        print(f"  v{row['version']:<3d} {row['operation']:12s} +{row['rows_inserted']} ~{row['rows_updated']} "
+              f"job={row['job'] or '-'} run={(row['run_id'] or '-')[:12]} dag_run={row['dag_run_id'] or '-'} inputs={row['inputs']}")
     print(f"\n{ctx.summary()}")
     print("Rerun it: the drop id is the same and nothing new is inserted (idempotent MERGE).")
+    print(f'Explore: facelake sql "SELECT reason, count(*) FROM quarantine GROUP BY reason" --lake {config.lake}')
     return 0
 
 
