@@ -17,6 +17,9 @@ Usage::
     ./dev bench embed --n 500 --cores 2 --repeats 1 # one configuration only
     ./dev bench embed --n 500 --no-gate             # without the expectations gate (isolates its cost)
     ./dev bench embed --n 500 --pack generated      # the generated detector instead of SCRFD-500M
+
+A Spark run whose batch the expectations gate refuses (``QualityGateError``: nothing published) is
+recorded as such, with its time until the refusal, and the benchmark goes on.
 """
 
 from __future__ import annotations
@@ -208,6 +211,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
     args = parse_args(argv)
     from jobs.embed import EmbedOptions, embed
     from jobs.models import RuntimeSettings, session_options
+    from jobs.quality import QualityGateError
     from jobs.runs import RunContext, configure_logging
     from jobs.spark import get_spark
 
@@ -261,7 +265,12 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
             with profile_embed() as prof, rec.phase(name) as phase:
                 phase.extra["proc_loadavg"] = Path("/proc/loadavg").read_text().strip()
                 gate = timed_gate(spark, run_config, run_ctx, pack, prof, not args.no_gate)
-                report = embed(spark, run_config, run_ctx, options, gate=gate)
+                try:
+                    report = embed(spark, run_config, run_ctx, options, gate=gate)
+                except QualityGateError as exc:  # the job refused to publish: record why, keep measuring
+                    report = {"gate_refused": str(exc).splitlines()[:3]}
+                    print(f"[bench] {name}: expectations gate refused the batch: {report['gate_refused']}",
+                          file=sys.stderr, flush=True)
             statuses = {s: report.get(f"images_{s}", 0) for s in ("ok", "no_face", "failed")}
             runs.append({"side": "spark", "cores": cores, "repeat": repeat, "phase": phase,
                          "seconds": phase.seconds, "models_seconds": models_stage_seconds(prof),
@@ -295,6 +304,8 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
                          "1.00x", ph.load(), f"{ph.other_cores:.2f}"])
         else:
             label = f"Spark local[{r['cores']}] ({r['tasks']} task(s) x {r['threads']} thread(s)) #{r['repeat']}"
+            if r["report"].get("gate_refused"):
+                label += " (expectations gate refused: nothing published)"
             ms = r["models_seconds"]
             rows.append([label, r["seconds"], n_images / r["seconds"], (r["faces"] or 0) / r["seconds"],
                          ms, n_images / ms if ms else "-", f"{r['seconds'] / ref['seconds']:.2f}x" if ref else "-",
@@ -313,6 +324,8 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
             print(f"\nSpark local[{r['cores']}] #{r['repeat']}: wall time by jobs/embed.py call site\n")
             print(markdown_table(["site", "calls", "seconds", "share"], r["profile"]))
             print(f"statuses {r['statuses']}, faces {r['faces']}, pack loads per worker {r['pack_loads_per_worker']}")
+            if r["report"].get("gate_refused"):
+                print("gate refused: " + " / ".join(r["report"]["gate_refused"]))
     info.update({"runs": runs, "phases": rec.phases, "loadavg_end": loadavg(), "pid": os.getpid()})
     print(f"\nfigures saved to {save_result(f'embed-n{args.n}', info)}")
     return 0
