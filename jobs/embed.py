@@ -296,10 +296,36 @@ def results_frame(results: list[ImageResult], worker: str, loads: int) -> pd.Dat
     return frame
 
 
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> bool:
+    """glibc only, once per process: serve blocks up to 32 MiB from the heap instead of fresh mmaps.
+
+    Decoded images and detector inputs (~1-10 MB each) are above glibc's initial 128 KiB mmap
+    threshold, so a fresh Python worker maps, page-faults and unmaps them for every image (~20% more
+    CPU per image on the sample drop, mostly system time), while a long-lived process that once freed
+    large blocks has had its threshold raised by glibc itself. Returns whether the setting took.
+    """
+    global _ALLOCATOR_TUNED
+    if not _ALLOCATOR_TUNED:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+            _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
+                libc.mallopt(m_trim_threshold, 128 << 20))
+        except (OSError, AttributeError):  # not glibc
+            _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
+
+
 def embed_partition_fn(pack: ModelPack, settings: RuntimeSettings, rec_batch: int, max_pixels: int):
     """The ``mapInPandas`` function. It captures only the pack's path + checksums and the settings."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        tune_allocator()
         loaded = cached_pack(pack, settings)  # once per Python worker process
         worker = f"{platform.node()}:{os.getpid()}"
         for batch in batches:

@@ -294,3 +294,13 @@ def test_content_erased_while_the_gate_runs_is_not_written(
     assert not read_table(spark, lake, "faces").where(f"image_id = '{one}'").count()
     assert (one, embedded["pack"].pack_id) not in statuses(spark, lake)
     assert read_table(spark, lake, "faces").where(f"image_id = '{embedded['ids']['two']}'").count() == 2
+
+
+def test_worker_allocator_tuning_takes_on_glibc() -> None:
+    import platform
+
+    from jobs.embed import tune_allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert tune_allocator() and tune_allocator()  # idempotent
