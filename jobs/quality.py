@@ -293,14 +293,26 @@ def check_embedding_norm(df: DataFrame) -> DataFrame:
     return df.withColumn("embedding_norm", F.sqrt(squares))
 
 
+LANDMARK_MARGIN = 0.25
+"""How far outside its box (as a fraction of the box's width / height) a landmark may lie.
+
+SCRFD regresses keypoints independently of the box: on the 20k sample drop the real SCRFD-500M put
+a landmark outside the box on 40 of 7,745 faces, at most 12% of the box size beyond it. A quarter
+of the box still catches what the check is for: points of another face or in another frame.
+"""
+
 _LANDMARKS_IN_BOX = (
     "size(bbox) = 4 AND size(landmarks) = 10 AND forall(sequence(0, 4), i -> "
-    "landmarks[2 * i] BETWEEN bbox[0] AND bbox[2] AND landmarks[2 * i + 1] BETWEEN bbox[1] AND bbox[3])"
+    f"landmarks[2 * i] BETWEEN bbox[0] - {LANDMARK_MARGIN} * (bbox[2] - bbox[0]) "
+    f"AND bbox[2] + {LANDMARK_MARGIN} * (bbox[2] - bbox[0]) "
+    f"AND landmarks[2 * i + 1] BETWEEN bbox[1] - {LANDMARK_MARGIN} * (bbox[3] - bbox[1]) "
+    f"AND bbox[3] + {LANDMARK_MARGIN} * (bbox[3] - bbox[1]))"
 )
 
 
 def check_landmarks_in_box(df: DataFrame) -> DataFrame:
-    """Adds ``landmarks_in_box``: a 4-value box, 10 landmark values, every point inside the box."""
+    """Adds ``landmarks_in_box``: a 4-value box, 10 landmark values, every point within the box
+    grown by ``LANDMARK_MARGIN`` of its size on each side."""
     value = F.when(F.col("bbox").isNull() | F.col("landmarks").isNull(), F.lit(None)).otherwise(
         F.coalesce(F.expr(_LANDMARKS_IN_BOX), F.lit(False))
     )

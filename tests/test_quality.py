@@ -422,7 +422,7 @@ def _missing_image(row: dict[str, Any], case: Case) -> list[str]:
 
 def _landmark_outside(row: dict[str, Any], case: Case) -> list[str]:
     landmarks = list(row["landmarks"])
-    landmarks[0] = row["bbox"][0] - 5.0
+    landmarks[0] = row["bbox"][0] - (row["bbox"][2] - row["bbox"][0])  # a whole box width to the left
     row.update(landmarks=landmarks)
     return [row["face_id"]]
 
@@ -882,3 +882,31 @@ def test_verify_erased_over_versions(spark, lake):
     assert {r["table_name"] for r in rows} == {"images"} and len(rows) == 2
     assert {r["table_version"] for r in rows} == {1}
     assert all(selector not in (r["kwargs"] or "") for r in rows)
+
+
+def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
+    from jobs.quality import LANDMARK_MARGIN, check_landmarks_in_box
+
+    box = [100.0, 200.0, 200.0, 400.0]  # 100 wide, 200 high
+    inside = [120.0, 250.0, 180.0, 250.0, 150.0, 300.0, 130.0, 350.0, 170.0, 350.0]
+
+    def moved(index: int, value: float) -> list[float]:
+        points = list(inside)
+        points[index] = value
+        return points
+
+    rows = [
+        ("inside", box, inside),
+        ("12% left, as seen from SCRFD-500M", box, moved(0, 88.0)),
+        ("on the margin below", box, moved(9, 400.0 + LANDMARK_MARGIN * 200)),
+        ("30% right", box, moved(2, 230.0)),
+        ("another face, far above", box, moved(5, 100.0)),
+        ("9 landmark values", box, inside[:9]),
+        ("no box", None, inside),
+    ]
+    df = spark.createDataFrame(rows, "case string, bbox array<float>, landmarks array<float>")
+    got = {r["case"]: r["landmarks_in_box"] for r in check_landmarks_in_box(df).collect()}
+    assert got == {
+        "inside": True, "12% left, as seen from SCRFD-500M": True, "on the margin below": True,
+        "30% right": False, "another face, far above": False, "9 landmark values": False, "no box": None,
+    }
