@@ -50,7 +50,14 @@ from jobs.models import (
     resolve_pack,
 )
 from jobs.runs import RunContext, configure_logging
-from jobs.tables import commit_metadata, ensure_table, merge_new_rows, read_table, table_uri, upsert_rows
+from jobs.tables import (
+    commit_metadata,
+    ensure_table,
+    latest_version,
+    merge_new_rows,
+    read_table,
+    upsert_rows,
+)
 
 log = logging.getLogger("facelake.embed")
 
@@ -373,12 +380,6 @@ def pending_images(spark: SparkSession, lake: str, pack_id: str, *, images_versi
     )
 
 
-def _latest_version(spark: SparkSession, lake: str, name: str) -> int:
-    from delta.tables import DeltaTable
-
-    return int(DeltaTable.forPath(spark, table_uri(lake, name)).history(1).first()["version"])
-
-
 def _still_publishable(spark: SparkSession, lake: str, rows: DataFrame) -> DataFrame:
     """Rows whose image still exists now and is not suppressed (an erasure may have run meanwhile)."""
     current = read_table(spark, lake, "images").select("image_id")
@@ -389,30 +390,7 @@ def _still_publishable(spark: SparkSession, lake: str, rows: DataFrame) -> DataF
 def merge_status(spark: SparkSession, lake: str, rows: DataFrame, run: RunContext) -> int:
     """MERGE face_status rows: insert new keys; replace a row whose status, reason or face count changed
     (a retried failure). Makes no commit when nothing changes. Returns rows inserted + updated."""
-    from delta.tables import DeltaTable
-
-    from jobs.tables import conform
-
-    uri = ensure_table(spark, lake, "face_status")
-    rows = conform(rows, "face_status").dropDuplicates(["image_id", "pack_id"])
-    cols = ("status", "reason", "face_count")
-    target = DeltaTable.forPath(spark, uri).toDF().select(
-        "image_id", "pack_id", F.lit(True).alias("_t"), *[F.col(c).alias(f"_t_{c}") for c in cols]
-    )
-    differs = " OR ".join(f"NOT (`{c}` <=> `_t_{c}`)" for c in cols)
-    if rows.join(target, ["image_id", "pack_id"], "left").where(F.col("_t").isNull() | F.expr(differs)).isEmpty():
-        return 0
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in cols)
-    with commit_metadata(spark, run):
-        (
-            DeltaTable.forPath(spark, uri).alias("t")
-            .merge(rows.alias("s"), "t.image_id = s.image_id AND t.pack_id = s.pack_id")
-            .whenMatchedUpdateAll(condition=changed)
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-    metrics = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()["operationMetrics"] or {}
-    return int(metrics.get("numTargetRowsInserted", 0)) + int(metrics.get("numTargetRowsUpdated", 0))
+    return upsert_rows(spark, lake, "face_status", rows, ("status", "reason", "face_count"), run, replace_row=True)
 
 
 def refresh_tags(spark: SparkSession, lake: str, run: RunContext) -> dict[str, int]:
@@ -489,7 +467,7 @@ def embed(
     run.progress("model pack %s (%s)", pack.pack_id, pack.path)
     for name in ("images", "suppression", "faces", "face_status"):
         ensure_table(spark, config.lake, name)
-    images_version = _latest_version(spark, config.lake, "images")
+    images_version = latest_version(spark, config.lake, "images")
     run.inputs["images_version"] = images_version
 
     pending = pending_images(spark, config.lake, pack.pack_id, images_version=images_version,

@@ -92,10 +92,13 @@ class Lake:
 
     def _delta(self, name: str):  # -> DeltaTable
         from delta.tables import DeltaTable
+        from pyspark.errors import AnalysisException
 
-        if not self.exists(name):
-            raise LakeError(f"table {name!r} does not exist in lake {self.root} (run `facelake init`)")
-        return DeltaTable.forPath(self.spark, self.uri(name))
+        uri = self.uri(name)
+        try:
+            return DeltaTable.forPath(self.spark, uri)
+        except AnalysisException:
+            raise LakeError(f"table {name!r} does not exist in lake {self.root} (run `facelake init`)") from None
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -163,13 +166,14 @@ class Lake:
             raise LakeError(f"table {name!r} has no version {version}: its versions are {self._version_range(name)}")
         if version == latest:
             return []
-        removed = self._files(name, version) - self._files(name, None)
-        jvm = self.spark.sparkContext._jvm
-        hadoop_conf = self.spark.sparkContext._jsc.hadoopConfiguration()
+        return self._missing(name, version, self._files(name, None))
+
+    def _missing(self, name: str, version: int, live: set[str]) -> list[str]:
+        """Files of ``version`` that are neither in the live snapshot (``live``) nor in storage."""
         missing = []
-        for uri in sorted(removed):
-            path = jvm.org.apache.hadoop.fs.Path(uri)
-            if not path.getFileSystem(hadoop_conf).exists(path):
+        for uri in sorted(self._files(name, version) - live):
+            fs, path = hadoop_path(self.spark, uri)
+            if not fs.exists(path):
                 missing.append(uri)
         return missing
 
@@ -222,8 +226,9 @@ class Lake:
     def first_readable_version(self, name: str, after: int = -1) -> int:
         """The oldest version newer than ``after`` whose files are all in storage."""
         latest = self.latest_version(name)
-        for version in range(after + 1, latest + 1):
-            if not self.missing_files(name, version):
+        live = self._files(name, None)
+        for version in range(after + 1, latest):
+            if not self._missing(name, version, live):
                 return version
         return latest
 
@@ -390,6 +395,12 @@ class Lake:
         """Run Spark SQL with every facelake table registered as a view (at a version if given)."""
         self.register_views(version, timestamp)
         return self.spark.sql(query)
+
+
+def hadoop_path(spark: SparkSession, uri: str):  # -> (org.apache.hadoop.fs.FileSystem, Path)
+    """The Hadoop file system and path of ``uri`` (local, s3a, …), as Spark itself resolves them."""
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
 def _net_changes(before: DataFrame, after: DataFrame, key: list[str], columns: list[str]) -> DataFrame:

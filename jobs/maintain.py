@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
-from jobs.lake import Lake
+from jobs.lake import Lake, hadoop_path
 from jobs.runs import RunContext, configure_logging
 from jobs.schemas import table_names, table_spec
 from jobs.tables import commit_metadata
@@ -64,9 +64,7 @@ class TableReport:
 
 def _data_files(spark: SparkSession, uri: str) -> int:
     """Parquet files under the table folder, live or not (what VACUUM can delete)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, path = hadoop_path(spark, uri)
     if not fs.exists(path):
         return 0
     files = fs.listFiles(path, True)

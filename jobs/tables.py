@@ -55,18 +55,23 @@ def read_table(spark: SparkSession, lake: str, name: str, version: int | None = 
     return reader.load(table_uri(lake, name))
 
 
+def latest_version(spark: SparkSession, lake: str, name: str) -> int:
+    """The newest version of table ``name`` (which must exist)."""
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, table_uri(lake, name)).history(1).select("version").first()[0])
+
+
 def pin_read_versions(spark: SparkSession, lake: str, names: Iterable[str], run: RunContext) -> dict[str, int]:
     """The current version of each table a run reads, recorded in the run's commit metadata.
 
     Reading at these versions gives the run one consistent snapshot, and `history` can say
     which versions of its inputs a commit was computed from.
     """
-    from delta.tables import DeltaTable
-
     versions = {}
     for name in names:
-        uri = ensure_table(spark, lake, name)
-        versions[name] = int(DeltaTable.forPath(spark, uri).history(1).select("version").first()[0])
+        ensure_table(spark, lake, name)
+        versions[name] = latest_version(spark, lake, name)
     run.inputs.setdefault("read_versions", {}).update(versions)
     return versions
 
@@ -140,11 +145,14 @@ def upsert_rows(
     rows: DataFrame,
     update_columns: tuple[str, ...],
     run: RunContext,
+    *,
+    replace_row: bool = False,
 ) -> int:
     """MERGE: insert rows with new keys, update ``update_columns`` of rows whose values changed.
 
-    Makes no commit when nothing would change (reruns leave the table's version alone).
-    Returns inserted + updated row counts.
+    With ``replace_row`` a row whose ``update_columns`` changed is replaced whole (e.g. a retried
+    failure gets its new run id and time too). Makes no commit when nothing would change (reruns
+    leave the table's version alone). Returns inserted + updated row counts.
     """
     from delta.tables import DeltaTable
 
@@ -160,12 +168,13 @@ def upsert_rows(
         return 0
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in update_columns)
+    assigned = spec.columns if replace_row else list(update_columns)
     with commit_metadata(spark, run):
         (
             DeltaTable.forPath(spark, uri)
             .alias("t")
             .merge(rows.alias("s"), condition)
-            .whenMatchedUpdate(condition=changed, set={c: f"s.`{c}`" for c in update_columns})
+            .whenMatchedUpdate(condition=changed, set={c: f"s.`{c}`" for c in assigned})
             .whenNotMatchedInsertAll()
             .execute()
         )
