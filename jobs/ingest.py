@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,12 +26,13 @@ from pyspark.sql import types as T
 
 from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
 from jobs.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_long_col
+from jobs.dropfiles import object_store_options, read_drop_file
 from jobs.imaging import decode_image, hamming
-from jobs.manifest import ManifestRecord, Rejection, drop_id_for, parse_line
+from jobs.manifest import UTF8_BOM, ManifestRecord, Rejection, drop_id_for, parse_line
 from jobs.policy import Policy, load_policy, tags_for_source
 from jobs.quality import publish_gate
 from jobs.runs import RunContext, configure_logging
-from jobs.suppression import load_suppression, url_sha256
+from jobs.suppression import load_suppression, url_sha256, without_suppressed_hosts
 from jobs.tables import (
     ensure_table,
     init_lake,
@@ -54,7 +55,9 @@ _PARSED = T.StructType(
         T.StructField("ok", T.BooleanType(), False),
         T.StructField("image_path", T.StringType()),
         T.StructField("source_url", T.StringType()),
+        T.StructField("source_host", T.StringType()),
         T.StructField("page_url", T.StringType()),
+        T.StructField("page_host", T.StringType()),
         T.StructField("crawled_at", T.TimestampType()),
         T.StructField("country", T.StringType()),
         T.StructField("tags", T.ArrayType(T.StringType())),
@@ -68,6 +71,7 @@ _PARSED = T.StructType(
 
 _DECODED = T.StructType(
     [
+        T.StructField("image_path", T.StringType()),
         T.StructField("sha256", T.StringType()),
         T.StructField("byte_size", T.LongType()),
         T.StructField("phash", T.StringType()),
@@ -76,8 +80,12 @@ _DECODED = T.StructType(
         T.StructField("format", T.StringType()),
         T.StructField("reason", T.StringType()),
         T.StructField("detail", T.StringType()),
+        T.StructField("content", T.BinaryType()),
     ]
 )
+# Decoded rows are yielded in chunks of about this many image bytes, so a batch of paths never
+# holds more than that in a Python worker, whatever Arrow's records-per-batch setting.
+DECODE_CHUNK_BYTES = 64 << 20
 
 
 class InjectedFailure(RuntimeError):
@@ -94,13 +102,14 @@ class IngestReport:
     inserted: dict[str, int] = field(default_factory=dict)
 
 
-def _parsed_row(line: str, line_no: int) -> tuple[Any, ...]:
+def _parsed_row(line: bytes, line_no: int) -> tuple[Any, ...]:
     parsed = parse_line(line, line_no)
     if isinstance(parsed, ManifestRecord):
-        return (line_no, True, parsed.image_path, parsed.source_url, parsed.page_url, parsed.crawled_at,
-                parsed.country, parsed.tags, parsed.platform, parsed.extra, None, None, None)
+        return (line_no, True, parsed.image_path, parsed.source_url, parsed.source_host, parsed.page_url,
+                parsed.page_host, parsed.crawled_at, parsed.country, parsed.tags, parsed.platform, parsed.extra,
+                None, None, None)
     assert isinstance(parsed, Rejection)
-    return (line_no, False, parsed.image_path, parsed.source_url, None, None, None, None, None, None,
+    return (line_no, False, parsed.image_path, parsed.source_url, None, None, None, None, None, None, None, None,
             parsed.reason.value, parsed.detail, parsed.raw_line)
 
 
@@ -124,55 +133,48 @@ def read_drop_id(spark: SparkSession, drop: str) -> str:
 
 
 def parse_manifest(spark: SparkSession, drop: str) -> DataFrame:
-    """Every non-blank manifest line parsed on the executors, with its 1-based line number."""
-    lines = spark.sparkContext.textFile(manifest_uri(drop)).zipWithIndex()
-    rows = lines.filter(lambda li: li[0].strip() != "").map(lambda li: _parsed_row(li[0], li[1] + 1))
+    """Every non-blank manifest line parsed on the executors, with its 1-based line number.
+
+    Lines are split on ``\\n`` only and handed over as raw bytes (Spark's text source keeps them
+    undecoded), so invalid UTF-8 is quarantined instead of silently replaced by U+FFFD.
+    """
+    text = spark.read.option("lineSep", "\n").text(manifest_uri(drop))
+    lines = text.select(F.col("value").cast("binary").alias("line")).rdd.map(lambda r: bytes(r[0])).zipWithIndex()
+    rows = lines.filter(lambda li: li[0].strip() not in (b"", UTF8_BOM)).map(
+        lambda li: _parsed_row(li[0], li[1] + 1)
+    )
     return spark.createDataFrame(rows, _PARSED)
 
 
-def _qualified_root(spark: SparkSession, drop: str) -> str:
-    """The drop folder as Hadoop qualifies it (``file:/…``, ``s3a://…``), for relativising file paths."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(drop)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return str(fs.makeQualified(path)).rstrip("/") + "/"
+def read_and_decode(spark: SparkSession, drop: str, paths: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
+    """(image_path, sha256, byte_size, phash, width, height, format, reason, detail, content) per path.
 
+    Each executor reads its paths itself (``jobs.dropfiles``: no link followed, nothing outside the
+    drop, size checked before reading) and decodes them once; ``content`` is kept for images only.
+    """
+    options = object_store_options(dict(spark.sparkContext.getConf().getAll()))
 
-def _zero_byte_files(spark: SparkSession, drop: str, relative_paths: list[str]) -> list[str]:
-    """Those of ``relative_paths`` that exist in the drop with zero bytes."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    out = []
-    for rel in relative_paths:
-        path = jvm.org.apache.hadoop.fs.Path(drop.rstrip("/") + "/" + rel)
-        fs = path.getFileSystem(conf)
-        if fs.exists(path) and fs.getFileStatus(path).isFile() and fs.getFileStatus(path).getLen() == 0:
-            out.append(rel)
-    return out
+    def decode_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        rows: list[tuple[Any, ...]] = []
+        held = 0
+        for batch in batches:
+            for image_path in batch["image_path"]:
+                file = read_drop_file(drop, image_path, max_bytes, options)
+                if file.content is None:
+                    rows.append((image_path, file.sha256, file.size, None, None, None, None,
+                                 file.reason.value if file.reason else None, file.detail, None))
+                    continue
+                d = decode_image(file.content, max_bytes, max_pixels)
+                rows.append((image_path, d.sha256, d.byte_size, d.phash, d.width, d.height, d.format,
+                             d.reason.value if d.reason else None, d.detail, file.content if d.ok else None))
+                held += len(file.content) if d.ok else 0
+                if held >= DECODE_CHUNK_BYTES:
+                    yield pd.DataFrame(rows, columns=_DECODED.fieldNames())
+                    rows, held = [], 0
+        if rows:
+            yield pd.DataFrame(rows, columns=_DECODED.fieldNames())
 
-
-def read_drop_files(spark: SparkSession, drop: str) -> DataFrame:
-    """(image_path relative to the drop, content) for every file in the drop folder."""
-    root = _qualified_root(spark, drop)
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(drop)
-    return files.where(F.col("path").startswith(root)).select(
-        F.expr(f"substring(path, {len(root) + 1})").alias("image_path"), "content"
-    )
-
-
-def decode_udf(max_bytes: int, max_pixels: int):
-    """A pandas UDF that decodes and hashes each file on the executors (null content = missing file)."""
-
-    @F.pandas_udf(_DECODED)
-    def decode(content: pd.Series) -> pd.DataFrame:
-        rows = []
-        for data in content:
-            d = decode_image(None if data is None else bytes(data), max_bytes, max_pixels)
-            rows.append((d.sha256, d.byte_size, d.phash, d.width, d.height, d.format,
-                         d.reason.value if d.reason else None, d.detail))
-        return pd.DataFrame(rows, columns=_DECODED.fieldNames())
-
-    return decode
+    return paths.select("image_path").mapInPandas(decode_batches, _DECODED)
 
 
 def tags_udf(policy: Policy):
@@ -188,11 +190,6 @@ def tags_udf(policy: Policy):
         )
 
     return tag
-
-
-def host_col(url: F.Column) -> F.Column:
-    """Lower-cased host without port or trailing dot (same rule as jobs.policy.host_of)."""
-    return F.regexp_replace(F.lower(F.try_parse_url(url, F.lit("HOST"))), r"\.$", "")
 
 
 def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column) -> DataFrame:
@@ -277,23 +274,13 @@ def _ingest_drop(
         {"file_sha256": F.lit(None).cast("string"), "byte_size": F.lit(None).cast("long")}
     )
     lines = lines.join(suppressed.url_hashes, "url_sha256", "left_anti") if suppressed.has_urls else lines
+    if suppressed.has_hosts:  # erased domains: the host or any of its parents on the list
+        lines = without_suppressed_hosts(lines, suppressed.hosts, ("source_host", "page_host"))
 
-    # 2. Files: decode each distinct path once, on the executors.
+    # 2. Files: read and decode each distinct path once, on the executors.
     run.progress("decoding images")
     paths = lines.select("image_path").distinct()
-    files = keep(paths.join(read_drop_files(spark, config.drop), "image_path", "left"))
-    # Spark's file sources skip zero-byte files, so those look missing: ask the file system (few).
-    unseen = [r["image_path"] for r in files.where("content IS NULL").select("image_path").collect()]
-    empty = _zero_byte_files(spark, config.drop, unseen)
-    if empty:
-        files = files.withColumn(
-            "content", F.when(F.col("image_path").isin(empty), F.lit(b"")).otherwise(F.col("content"))
-        )
-    decode = decode_udf(config.max_image_bytes, config.max_image_pixels)
-    decoded = keep(
-        files.select("image_path", decode(F.col("content")).alias("d"), "content")
-        .select("image_path", "d.*", "content")
-    )
+    decoded = keep(read_and_decode(spark, config.drop, paths, config.max_image_bytes, config.max_image_pixels))
     located = lines.drop("reason", "detail", "raw_line").join(decoded, "image_path")
     bad_files = located.where(F.col("reason").isNotNull()).select(
         "line_no", "reason", "detail", "image_path", "source_url",
@@ -317,8 +304,7 @@ def _ingest_drop(
     sources = good.select(
         F.sha2(F.concat_ws("\x1f", "image_id", "source_url", F.coalesce("page_url", F.lit("")),
                            F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")), 256).alias("source_id"),
-        "image_id", "source_url", host_col(F.col("source_url")).alias("source_host"), "page_url",
-        host_col(F.col("page_url")).alias("page_host"), "crawled_at", "country", "tags", "platform", "extra",
+        "image_id", "source_url", "source_host", "page_url", "page_host", "crawled_at", "country", "tags", "platform", "extra",
         F.lit(drop_id).alias("drop_id"), "line_no",
         tag("source_url", "page_url", "country", "tags").alias("jurisdiction_tags"),
         F.lit(policy.version).alias("policy_version"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),

@@ -6,7 +6,8 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from jobs.hosts import host_of, host_under
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "jurisdiction.toml"
 
@@ -18,7 +19,13 @@ class TagRule:
     tag: str
     host_suffixes: tuple[str, ...]
     countries: frozenset[str]
+    country_subdivisions_of: frozenset[str]
     crawler_tags: frozenset[str]
+
+    def matches_country(self, code: str) -> bool:
+        """``code`` is one of ``countries`` or an ISO 3166-2 subdivision (``GB-SCT``) of one listed."""
+        country, dash, _ = code.partition("-")
+        return code in self.countries or (bool(dash) and country in self.country_subdivisions_of)
 
 
 @dataclass(frozen=True)
@@ -42,27 +49,12 @@ def load_policy(path: str | Path | None = None) -> Policy:
             tag=tag,
             host_suffixes=tuple(s.lower().strip(".") for s in spec.get("host_suffixes", [])),
             countries=frozenset(c.upper() for c in spec.get("countries", [])),
+            country_subdivisions_of=frozenset(c.upper() for c in spec.get("country_subdivisions_of", [])),
             crawler_tags=frozenset(t.lower() for t in spec.get("crawler_tags", [])),
         )
         for tag, spec in sorted(raw["tags"].items())
     )
     return Policy(version=str(raw["version"]), rules=rules)
-
-
-def host_of(url: str | None) -> str | None:
-    """Lower-cased host of a URL without port or trailing dot; None when there is none."""
-    if not url:
-        return None
-    try:
-        host = urlsplit(url.strip()).hostname  # already lower-cased, port and userinfo removed
-    except ValueError:
-        return None
-    return host.rstrip(".") if host else None
-
-
-def host_under(host: str | None, suffix: str) -> bool:
-    """True when ``host`` is ``suffix`` or ends with ``.suffix`` — whole labels only."""
-    return bool(host) and (host == suffix or host.endswith("." + suffix))
 
 
 def tags_for_source(
@@ -80,7 +72,7 @@ def tags_for_source(
     for rule in policy.rules:
         if (
             any(host_under(h, s) for h in hosts for s in rule.host_suffixes)
-            or country_code in rule.countries
+            or rule.matches_country(country_code)
             or labels & rule.crawler_tags
         ):
             out.add(rule.tag)

@@ -120,6 +120,8 @@ def suite_spec(name: str) -> SuiteSpec:
         raise KeyError(f"no expectation suite {name!r}; known: {', '.join(suite_names())}")
     raw = json.loads(path.read_text())
     meta = raw.get("meta") or {}
+    if meta.get("table"):
+        raw["expectations"] = [*raw["expectations"], *_schema_not_null(meta["table"], raw["expectations"])]
     specs: list[ExpectationSpec] = []
     params: set[str] = set()
     for config in raw["expectations"]:
@@ -148,6 +150,31 @@ def suite_spec(name: str) -> SuiteSpec:
         parameters=frozenset(params),
         raw=raw,
     )
+
+
+def _schema_not_null(table: str, declared: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A not-null expectation for every NOT NULL column of ``table`` the suite does not check yet.
+
+    Delta enforces the schema's NOT NULL at write time, after the gate; a NULL the gate let through
+    would fail the MERGE and lose the whole batch, so the gate checks every constraint the table has.
+    """
+    covered = {
+        c["kwargs"].get("column")
+        for c in declared
+        if c["type"] == "expect_column_values_to_not_be_null" and "row_condition" not in c["kwargs"]
+        and (c.get("meta") or {}).get("view", ROWS_VIEW) == ROWS_VIEW
+    }
+    return [
+        {
+            "type": "expect_column_values_to_not_be_null",
+            "kwargs": {"column": f.name},
+            "meta": {"expectation_id": f"expect_column_values_to_not_be_null({f.name})[schema]"},
+            "notes": f"NOT NULL in schemas/{table}.json (Delta refuses the write otherwise).",
+            "severity": "critical",
+        }
+        for f in schema_of(table).fields
+        if not f.nullable and f.name not in covered
+    ]
 
 
 def load_suite(name: str):  # -> great_expectations.ExpectationSuite

@@ -97,3 +97,60 @@ def test_drop_id_is_deterministic_and_content_based() -> None:
     assert drop_id_for(b"a\n") == drop_id_for(b"a\n")
     assert drop_id_for(b"a\n") != drop_id_for(b"b\n")
     assert len(drop_id_for(b"")) == 16
+
+
+# ---------------------------------------------------------------- hostile lines (issue #10)
+
+
+def _line(**overrides: object) -> dict:
+    base = {"image_path": "a.jpg", "source_url": "https://example.com/a.jpg", "crawled_at": "2026-03-01T12:00:00Z"}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"image_path": "a.jpg", "image_path": "b.jpg", "source_url": "https://e.com/", "crawled_at": "2026-01-01Z"}',
+         R.MALFORMED_JSON),
+        (json.dumps(_line())[:-1].encode() + b', "n": ' + b"9" * 5000 + b"}", R.MALFORMED_JSON),
+        (json.dumps(_line())[:-1].encode() + b', "n": 1e999}', R.MALFORMED_JSON),
+        (json.dumps(_line())[:-1].encode() + b', "n": -Infinity}', R.MALFORMED_JSON),
+        (json.dumps(_line()).encode().replace(b"example", b"exa\xffmple"), R.INVALID_ENCODING),
+        (json.dumps(_line())[:-1].encode() + b', "x": "\\udc00"}', R.INVALID_ENCODING),
+        (b"{" + b'"a": 1, ' * 200_000 + b'"b": 2}', R.LINE_TOO_LONG),
+        (json.dumps(_line(crawled_at="0001-01-01T00:00:00+01:00")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(crawled_at="9999-12-31T23:59:59-01:00")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(crawled_at="1970-01-01T00:00:00Z")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(country="ＧＢ")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(country="éé")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(country="ß")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(source_url="https://bad host.com/a.jpg")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(page_url="https://a|b.com/")).encode(), R.INVALID_FIELD),
+        (json.dumps(_line(image_path="file:/etc/passwd")).encode(), R.PATH_ESCAPE),
+        (json.dumps(_line(image_path="s3a://bucket/x.jpg")).encode(), R.PATH_ESCAPE),
+        (b"[" * 50_000 + b"]" * 50_000, R.MALFORMED_JSON),
+    ],
+)
+def test_hostile_lines_are_rejected_with_a_reason_never_raised(raw: bytes, reason: R) -> None:
+    parsed = parse_line(raw, 3)
+    assert isinstance(parsed, Rejection) and parsed.reason == reason, parsed
+    parsed.raw_line.encode("utf-8")  # storable text: no lone surrogates
+    assert len(parsed.raw_line) <= 4096
+
+
+def test_bom_crlf_and_odd_but_valid_values_are_accepted() -> None:
+    line = b"\xef\xbb\xbf" + json.dumps(_line(country="gb-sct", image_path="x:y/[a]%20b.jpg")).encode() + b"\r"
+    parsed = parse_line(line, 1)
+    assert isinstance(parsed, ManifestRecord)
+    assert parsed.country == "GB-SCT" and parsed.image_path == "x:y/[a]%20b.jpg"
+    assert parse_line(json.dumps(_line(country="GBR")).replace(", ", ",\r "), 2).country == "GBR"
+    # The BOM is only stripped from line 1; elsewhere it is not JSON.
+    assert isinstance(parse_line(line, 2), Rejection)
+
+
+def test_valid_lines_carry_the_normalised_hosts() -> None:
+    parsed = parse_line(json.dumps(_line(source_url="https://bücher.co.uk/a.jpg", page_url="https://EX.com./p")), 1)
+    assert isinstance(parsed, ManifestRecord)
+    assert (parsed.source_host, parsed.page_host) == ("xn--bcher-kva.co.uk", "ex.com")
+    assert parsed.source_url == "https://bücher.co.uk/a.jpg"  # the URL itself is stored as given
