@@ -5,8 +5,9 @@ canonical images of a pinned ``images`` version that have no ``face_status`` row
 them through a ``mapInPandas`` function on the executors, which loads the pack once per Python worker
 (from its folder, by path and checksum: no model is ever pickled), decodes each image, detects with
 insightface's SCRFD, aligns with ``norm_crop`` and embeds the crops of many images per recognizer
-call; then write ``faces`` (one row per face) and ``face_status`` (one row per image: ok, no_face or
-failed with a reason), in that order, each an idempotent MERGE.
+call (exactly as many as a recognizer with a fixed batch axis declares); then write ``faces`` (one
+row per face) and ``face_status`` (one row per image: ok, no_face or failed with a reason), in that
+order, each an idempotent MERGE.
 
 Only canonical images are embedded: an alias is a near duplicate (resized, recompressed) of its
 canonical, so its faces would be the same faces again; search finds the canonical, whose sources
@@ -106,7 +107,8 @@ class EmbedOptions:
     det_size: tuple[int, int] = (640, 640)
     det_thresh: float = 0.5
     rec_batch: int = 32
-    """Aligned crops per recognizer call (faces of several images share a call)."""
+    """Aligned crops per recognizer call (faces of several images share a call); a recognizer whose batch
+    axis is fixed gets exactly its declared size instead."""
     images_per_batch: int = 16
     """Images per Arrow batch handed to the Python worker."""
     threads: int | None = None
@@ -193,8 +195,21 @@ def _normalised(feature: np.ndarray) -> np.ndarray:
 
 
 def _features(loaded: LoadedPack, crops: list[np.ndarray], rec_batch: int) -> tuple[np.ndarray, int]:
-    """Recognizer outputs for ``crops`` in calls of up to ``rec_batch`` (ArcFaceONNX.get_feat takes a list)."""
-    parts = [np.asarray(loaded.recognizer.get_feat(crops[s:s + rec_batch])) for s in range(0, len(crops), rec_batch)]
+    """Recognizer outputs for ``crops`` in calls of up to ``rec_batch`` (ArcFaceONNX.get_feat takes a list).
+
+    A recognizer exported with a fixed batch axis (often 1) is refused any other number of crops by
+    onnxruntime, so it gets calls of exactly its declared size, the last one padded with copies of its
+    last crop whose rows are dropped (rows of a batch do not depend on each other).
+    """
+    fixed = loaded.recognizer_batch
+    step = fixed or rec_batch
+    parts = []
+    for start in range(0, len(crops), step):
+        chunk = crops[start : start + step]
+        n = len(chunk)
+        if fixed and n < fixed:
+            chunk = chunk + [chunk[-1]] * (fixed - n)
+        parts.append(np.asarray(loaded.recognizer.get_feat(chunk))[:n])
     features = np.concatenate(parts, axis=0)
     if features.shape[0] != len(crops):
         raise RuntimeError(f"recognizer returned {features.shape[0]} rows for {len(crops)} crops")
@@ -237,6 +252,9 @@ def analyse_images(
     from insightface.utils.face_align import norm_crop
 
     size = int(loaded.recognizer.input_size[0])
+    fixed = loaded.recognizer_batch
+    # With a fixed batch axis, groups are whole calls' worth of crops: only a group's last call is padded.
+    flush_at = -(-rec_batch // fixed) * fixed if fixed else rec_batch
     results: list[ImageResult] = []
     group: list[tuple[ImageResult, list[np.ndarray]]] = []
     pending = 0
@@ -269,7 +287,7 @@ def analyse_images(
         result.status = FaceStatus.OK
         group.append((result, crops))
         pending += len(crops)
-        if pending >= rec_batch:
+        if pending >= flush_at:
             calls += _embed_group(loaded, group, rec_batch)
             group, pending = [], 0
     if group:
@@ -459,6 +477,15 @@ def embed(
     """
     options = options or EmbedOptions()
     pack = resolve_pack(config.model_pack, config.models_dir)
+    # A detector exported with a fixed input size runs at that size only; face_status records what ran.
+    det_size = pack.detector_input_size or tuple(options.det_size)
+    if det_size != tuple(options.det_size):
+        log.warning(
+            "detector %s has a fixed input of %dx%d: det_size %dx%d does not apply",
+            pack.detector.file,
+            *det_size,
+            *options.det_size,
+        )
     if gate is None:  # the expectations gate is on unless a caller supplies its own
         from jobs.quality import publish_gate
 
@@ -488,7 +515,7 @@ def embed(
             pending = pending.repartition(partitions, "image_id")
         cores, slots = executor_slots(spark)
         threads = options.threads or compute_threads(cores, min(slots, partitions))
-        settings = RuntimeSettings(tuple(config.onnx_providers), threads, tuple(options.det_size), options.det_thresh)
+        settings = RuntimeSettings(tuple(config.onnx_providers), threads, det_size, options.det_thresh)
         run.progress("embedding %d image(s) in %d task(s), %d onnxruntime thread(s) each", n_pending, partitions, threads)
         fn = embed_partition_fn(pack, settings, options.rec_batch, config.max_image_pixels)
         previous = spark.conf.get(ARROW_BATCH_CONF, None)

@@ -31,6 +31,11 @@ two anchors per location) and of ArcFace (``input.1`` [N,3,112,112] -> [N,512]):
   embeddings, different crops do not. The batch axis is dynamic (as in w600k_r50), so
   ``ArcFaceONNX.get_feat`` embeds many aligned crops in one call.
 
+A fixed-shape variant (``build_generated_pack(recognizer_batch=1, detector_input_size=(640, 640))``)
+has the same weights but declares what many real exports declare: a recognizer batch axis fixed at N and
+a detector input fixed at 1x3xHxW. ``inspect_pack`` reads both from the graphs; the embed job then sends
+exactly N crops per recognizer call and runs the detector at its own size, whatever ``det_size`` says.
+
 Weights of real packs are never part of the repository (non-commercial licence); the generated pack
 lives under ``.cache/`` (git-ignored) and is rebuilt byte-identically on demand.
 """
@@ -105,6 +110,10 @@ class ModelPack:
     recognizer: ModelFile
     embedding_dim: int
     generated: bool = False
+    detector_input_size: tuple[int, int] | None = None
+    """(width, height) when the detector graph fixes its input size; None when it takes any size."""
+    recognizer_batch: int | None = None
+    """Crops per call when the recognizer graph fixes its batch axis; None when the axis is dynamic."""
 
     @property
     def files(self) -> tuple[ModelFile, ModelFile]:
@@ -128,6 +137,8 @@ class ModelPack:
             "pack_sha256": self.pack_sha256,
             "files": [{"role": f.role, "file": f.file, "sha256": f.sha256} for f in self.files],
             "embedding_dim": self.embedding_dim,
+            "detector_input_size": list(self.detector_input_size) if self.detector_input_size else None,
+            "recognizer_batch": self.recognizer_batch,
         }
 
 
@@ -145,14 +156,33 @@ def pack_sha256(files: tuple[ModelFile, ...] | list[ModelFile]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _graph_role(path: Path) -> tuple[str | None, int | None]:
-    """(role, embedding dim) of one ONNX file, by the same shape rules as insightface's ModelRouter."""
+GraphRole = tuple[str | None, int | None, tuple[int | str, ...]]
+
+
+def _graph_role(path: Path) -> GraphRole:
+    """(role, embedding dim, first input's dims) of one ONNX file, by insightface's ModelRouter's shape rules.
+
+    Dims are ints where the graph fixes them, names (or "") where they are dynamic.
+    """
     stat = path.stat()
     return _graph_role_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+def fixed_dim(value: Any) -> int | None:
+    """A shape entry (ONNX graph or onnxruntime session metadata) as a positive int, or None if dynamic."""
+    return int(value) if isinstance(value, int | np.integer) and int(value) > 0 else None
+
+
+def fixed_input_size(shape: Any) -> tuple[int, int] | None:
+    """(width, height) of an NCHW input shape that fixes both spatial axes, else None (as SCRFD reads it)."""
+    if shape is None or len(shape) != 4:
+        return None
+    height, width = fixed_dim(shape[2]), fixed_dim(shape[3])
+    return (width, height) if height and width else None
+
+
 @functools.lru_cache(maxsize=64)
-def _graph_role_cached(file: str, size: int, mtime_ns: int) -> tuple[str | None, int | None]:
+def _graph_role_cached(file: str, size: int, mtime_ns: int) -> GraphRole:
     import onnx
 
     path = Path(file)
@@ -161,24 +191,23 @@ def _graph_role_cached(file: str, size: int, mtime_ns: int) -> tuple[str | None,
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - a broken file is reported, not fatal for the scan
         log.warning("cannot read %s as ONNX: %s", path, exc)
-        return None, None
+        return None, None, ()
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
+    shape = inputs[0].type.tensor_type.shape.dim if inputs else []
+    dims = tuple(d.dim_value if d.dim_value > 0 else d.dim_param for d in shape)
     if len(graph.output) >= 5:
-        return "detector", None
-    if not inputs:
-        return None, None
-    dims = [d.dim_value if d.dim_value > 0 else d.dim_param for d in inputs[0].type.tensor_type.shape.dim]
+        return "detector", None, dims
     if len(dims) != 4 or not all(isinstance(d, int) for d in dims[2:]):
-        return None, None
+        return None, None, dims
     h, w = dims[2], dims[3]
     if (h, w) in ((192, 192), (96, 96)) or (len(inputs) == 2 and h == 128):
-        return None, None  # landmark, attribute, swapper models: not used
+        return None, None, dims  # landmark, attribute, swapper models: not used
     if h == w and h >= 112 and h % 16 == 0 and len(graph.output) == 1:
         out = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
-        return "recognizer", (out[-1] if out and out[-1] > 0 else None)
-    return None, None
+        return "recognizer", (out[-1] if out and out[-1] > 0 else None), dims
+    return None, None, dims
 
 
 def inspect_pack(path: str | Path, name: str | None = None, *, generated: bool = False) -> ModelPack:
@@ -194,11 +223,11 @@ def inspect_pack(path: str | Path, name: str | None = None, *, generated: bool =
     subdirs = [d for d in folder.iterdir() if d.is_dir()]
     if not onnx_files and len(subdirs) == 1:
         return inspect_pack(subdirs[0], name or folder.name, generated=generated)
-    roles: dict[str, tuple[Path, int | None]] = {}
+    roles: dict[str, tuple[Path, int | None, tuple[int | str, ...]]] = {}
     for file in onnx_files:
-        role, dim = _graph_role(file)
+        role, dim, dims = _graph_role(file)
         if role and role not in roles:
-            roles[role] = (file, dim)
+            roles[role] = (file, dim, dims)
     missing = [r for r in ("detector", "recognizer") if r not in roles]
     if missing:
         raise ModelPackError(
@@ -206,8 +235,8 @@ def inspect_pack(path: str | Path, name: str | None = None, *, generated: bool =
             f"(found: {', '.join(f.name for f in onnx_files) or 'no .onnx files'}); a pack needs an SCRFD "
             "detector and an ArcFace recognizer, e.g. det_10g.onnx + w600k_r50.onnx (buffalo_l)"
         )
-    det, _ = roles["detector"]
-    rec, dim = roles["recognizer"]
+    det, _, det_dims = roles["detector"]
+    rec, dim, rec_dims = roles["recognizer"]
     return ModelPack(
         name=name or folder.name,
         path=str(folder),
@@ -215,6 +244,8 @@ def inspect_pack(path: str | Path, name: str | None = None, *, generated: bool =
         recognizer=ModelFile("recognizer", rec.name, file_sha256(rec)),
         embedding_dim=int(dim or EMBEDDING_DIM),
         generated=generated,
+        detector_input_size=fixed_input_size(det_dims),
+        recognizer_batch=fixed_dim(rec_dims[0]) if rec_dims else None,
     )
 
 
@@ -299,8 +330,12 @@ def _init(name: str, array: np.ndarray):
     return numpy_helper.from_array(np.ascontiguousarray(array), name)
 
 
-def generated_detector_model():  # -> onnx.ModelProto
-    """An SCRFD-shaped ONNX graph that fires on bright 32x32 squares (see module doc)."""
+def generated_detector_model(input_size: tuple[int, int] | None = None):  # -> onnx.ModelProto
+    """An SCRFD-shaped ONNX graph that fires on bright 32x32 squares (see module doc).
+
+    ``input_size`` (width, height) fixes the input at 1x3xHxW and every output's row count, as an export
+    with a fixed input shape does; None (the default pack) leaves height and width dynamic.
+    """
     from onnx import TensorProto, helper
 
     n = helper.make_node
@@ -386,17 +421,29 @@ def generated_detector_model():  # -> onnx.ModelProto
     for stride, z in ((8, "zeros8"), (16, "zeros16"), (32, "zeros32")):
         head("kps", stride, z, "kps_const" if stride == 32 else "kps_zero", 10)
 
-    graph_in = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "?", "?"])
+    if input_size is None:
+        height_width: list[int | str] = ["?", "?"]
+    else:
+        w, h = (int(v) for v in input_size)
+        if w <= 0 or h <= 0 or w % 32 or h % 32:
+            raise ValueError(f"detector input size must be two positive multiples of 32, got {input_size}")
+        height_width = [h, w]
+    graph_in = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, *height_width])
     graph_out = []
     for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
         for stride, name in zip(STRIDES, outputs[kind], strict=True):
-            graph_out.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"anchors_{stride}", width]))
+            rows = f"anchors_{stride}" if input_size is None else (h // stride) * (w // stride) * NUM_ANCHORS
+            graph_out.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [rows, width]))
     graph = helper.make_graph(nodes, "facelake_generated_scrfd", [graph_in], graph_out, inits)
     return _finish(graph, "facelake generated SCRFD-shaped test detector")
 
 
-def generated_recognizer_model():  # -> onnx.ModelProto
-    """An ArcFace-shaped ONNX graph: pooled aligned crop, centred, times a seeded random projection."""
+def generated_recognizer_model(batch: int | None = None):  # -> onnx.ModelProto
+    """An ArcFace-shaped ONNX graph: pooled aligned crop, centred, times a seeded random projection.
+
+    ``batch`` fixes the batch axis (onnxruntime then refuses any other number of crops per call), as
+    many MobileFaceNet/ArcFace exports do with 1; None (the default pack) leaves it dynamic.
+    """
     from onnx import TensorProto, helper
 
     n = helper.make_node
@@ -415,8 +462,11 @@ def generated_recognizer_model():  # -> onnx.ModelProto
         n("Sub", ["flat", "flat_mean"], ["centred"], name="rec_centre"),
         n("MatMul", ["centred", "projection"], ["683"], name="rec_project"),
     ]
-    graph_in = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, 112, 112])
-    graph_out = helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", EMBEDDING_DIM])
+    if batch is not None and int(batch) <= 0:
+        raise ValueError(f"recognizer batch must be positive, got {batch}")
+    rows: int | str = "None" if batch is None else int(batch)
+    graph_in = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [rows, 3, 112, 112])
+    graph_out = helper.make_tensor_value_info("683", TensorProto.FLOAT, [rows, EMBEDDING_DIM])
     graph = helper.make_graph(nodes, "facelake_generated_arcface", [graph_in], [graph_out], inits)
     return _finish(graph, "facelake generated ArcFace-shaped test recognizer")
 
@@ -436,26 +486,37 @@ def _finish(graph, doc: str):
     return model
 
 
-def generated_pack_bytes() -> dict[str, bytes]:
-    """File name -> bytes of the generated pack (deterministic)."""
+def generated_pack_bytes(
+    *, recognizer_batch: int | None = None, detector_input_size: tuple[int, int] | None = None
+) -> dict[str, bytes]:
+    """File name -> bytes of the generated pack (deterministic); the arguments make the fixed-shape one."""
+    detector = generated_detector_model(detector_input_size)
+    recognizer = generated_recognizer_model(recognizer_batch)
     return {
-        GENERATED_DETECTOR: generated_detector_model().SerializeToString(deterministic=True),
-        GENERATED_RECOGNIZER: generated_recognizer_model().SerializeToString(deterministic=True),
+        GENERATED_DETECTOR: detector.SerializeToString(deterministic=True),
+        GENERATED_RECOGNIZER: recognizer.SerializeToString(deterministic=True),
     }
 
 
 _BUILD_LOCK = threading.Lock()
 
 
-def build_generated_pack(target: str | Path | None = None, *, detector_from: str | Path | None = None) -> Path:
+def build_generated_pack(
+    target: str | Path | None = None,
+    *,
+    detector_from: str | Path | None = None,
+    recognizer_batch: int | None = None,
+    detector_input_size: tuple[int, int] | None = None,
+) -> Path:
     """Write the generated pack into ``target`` (default ``.cache/models/generated-test-pack``); returns it.
 
     Idempotent and safe with concurrent builders: files are rewritten (atomically) only when their
     bytes differ. ``detector_from`` copies a real detector (e.g. det_500m.onnx) in place of the
-    generated one: a mixed pack with a real SCRFD and the generated recognizer.
+    generated one: a mixed pack with a real SCRFD and the generated recognizer. ``recognizer_batch``
+    (e.g. 1) and ``detector_input_size`` (width, height) build the fixed-shape variant (module doc).
     """
     folder = Path(target) if target is not None else generated_pack_dir()
-    files = generated_pack_bytes()
+    files = generated_pack_bytes(recognizer_batch=recognizer_batch, detector_input_size=detector_input_size)
     if detector_from is not None:
         source = Path(detector_from)
         del files[GENERATED_DETECTOR]
@@ -506,6 +567,10 @@ class LoadedPack:
     recognizer: Any  # insightface.model_zoo.arcface_onnx.ArcFaceONNX
     providers: tuple[str, ...]
     threads: int
+    recognizer_batch: int | None = None
+    """Crops per recognizer call the session accepts when its batch axis is fixed; None when dynamic."""
+    det_size: tuple[int, int] | None = None
+    """(width, height) the detector was prepared with: the detector's own fixed size when it has one."""
 
 
 def compute_threads(cores: int, concurrent_tasks: int) -> int:
@@ -556,7 +621,10 @@ def load_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
 
     folder = Path(pack.path)
     if pack.generated and not all((folder / f.file).is_file() for f in pack.files):
-        build_generated_pack(folder)  # a worker without the driver's disk rebuilds it, byte-identical
+        # A worker without the driver's disk rebuilds it (the fixed-shape variant too), byte-identical.
+        build_generated_pack(
+            folder, recognizer_batch=pack.recognizer_batch, detector_input_size=pack.detector_input_size
+        )
     for f in pack.files:
         path = folder / f.file
         if not path.is_file():
@@ -577,16 +645,29 @@ def load_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
     if not isinstance(recognizer, ArcFaceONNX):
         raise ModelPackError(f"{pack.recognizer.file} was routed to {type(recognizer).__name__}, not ArcFaceONNX")
     ctx_id = 0 if providers and providers[0] != "CPUExecutionProvider" else -1
-    detector.prepare(ctx_id, input_size=tuple(settings.det_size), det_thresh=settings.det_thresh,
-                     nms_thresh=settings.nms_thresh)
+    # A detector exported with a fixed input shape runs at that size only: never ask it for another.
+    # (insightface's SCRFD keeps its fixed size too; saying so here makes det_size what really ran.)
+    det_size = fixed_input_size(detector.input_shape) or tuple(settings.det_size)
+    if det_size != tuple(settings.det_size):
+        log.warning(
+            "detector %s has a fixed input of %dx%d: it runs at that size, not det_size %dx%d",
+            pack.detector.file,
+            *det_size,
+            *settings.det_size,
+        )
+    detector.prepare(
+        ctx_id, input_size=det_size, det_thresh=settings.det_thresh, nms_thresh=settings.nms_thresh
+    )
     recognizer.prepare(ctx_id)
+    # onnxruntime refuses any other number of crops than a fixed batch axis declares (issue #10).
+    recognizer_batch = fixed_dim(recognizer.input_shape[0]) if recognizer.input_shape else None
     try:
         import cv2
 
         cv2.setNumThreads(int(settings.threads))  # resize / warpAffine share the same budget
     except Exception:  # noqa: BLE001 - OpenCV without threading support
         pass
-    return LoadedPack(pack, detector, recognizer, providers, settings.threads)
+    return LoadedPack(pack, detector, recognizer, providers, settings.threads, recognizer_batch, det_size)
 
 
 _CACHE: dict[tuple[Any, ...], LoadedPack] = {}
@@ -633,6 +714,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-test-pack", metavar="DIR", help="write the generated test pack into DIR")
     parser.add_argument("--detector-from", metavar="ONNX",
                         help="with --build-test-pack: a real detector to use instead of the generated one")
+    parser.add_argument(
+        "--recognizer-batch",
+        type=int,
+        metavar="N",
+        help="with --build-test-pack: fix the recognizer's batch axis at N (real exports often fix it at 1)",
+    )
+    parser.add_argument(
+        "--detector-input-size",
+        type=int,
+        metavar="PX",
+        help="with --build-test-pack: fix the generated detector's input at 1x3xPXxPX (e.g. 640)",
+    )
     add_config_arguments(parser)
 
 
@@ -644,7 +737,13 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(config.log_level)
     if args.build_test_pack:
-        folder = build_generated_pack(args.build_test_pack, detector_from=args.detector_from)
+        size = (args.detector_input_size, args.detector_input_size) if args.detector_input_size else None
+        folder = build_generated_pack(
+            args.build_test_pack,
+            detector_from=args.detector_from,
+            recognizer_batch=args.recognizer_batch,
+            detector_input_size=size,
+        )
         pack = inspect_pack(folder, generated=args.detector_from is None)
     else:
         pack = resolve_pack(config.model_pack, config.models_dir, download=not args.no_download)

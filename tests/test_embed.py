@@ -167,6 +167,32 @@ def test_one_status_row_per_canonical_image_with_reasons(spark: SparkSession, em
             report["faces_inserted"]) == (4, 2, 1, 1, 3)
 
 
+def test_fixed_batch_recognizer_and_fixed_size_detector_embed_like_the_dynamic_pack(
+    spark: SparkSession, embedded: dict, images: dict, tmp_path: Path
+) -> None:
+    # Issue #10: a recognizer exported with a batch axis fixed at 1 failed every image of 2+ faces.
+    fixed_dir = tmp_path / "fixed"
+    models.build_generated_pack(fixed_dir, recognizer_batch=1, detector_input_size=(640, 640))
+    pack, ids = models.inspect_pack(fixed_dir), embedded["ids"]
+    lake = str(tmp_path / "lake")
+    config = embedded["config"].replace(lake=lake, model_pack=str(fixed_dir))
+    write_images(spark, lake, images)
+    # det_size 320 cannot apply to a detector fixed at 640x640 (at 320 these faces are too small to find).
+    options = EmbedOptions(images_per_batch=2, det_size=(320, 320))
+    report = embed(spark, config, RunContext(job="embed"), options)
+    assert report["pack_id"] == pack.pack_id != embedded["pack"].pack_id
+    got = {image_id: row for (image_id, _), row in statuses(spark, lake).items()}
+    expected = {image_id: row for (image_id, _), row in statuses(spark, embedded["lake"]).items()}
+    assert got == expected and got[ids["two"]] == ("ok", None, 2, ["uk"])
+    assert {r["det_size"] for r in read_table(spark, lake, "face_status").collect()} == {"640x640"}
+    faces = {(r["image_id"], r["face_index"]): r for r in read_table(spark, lake, "faces").collect()}
+    dynamic = {(r["image_id"], r["face_index"]): r for r in embedded["faces"]}
+    assert set(faces) == set(dynamic) == {(ids["two"], 0), (ids["two"], 1), (ids["one"], 0)}
+    for key, row in faces.items():
+        assert list(row["bbox"]) == pytest.approx(list(dynamic[key]["bbox"]), abs=1e-3)
+        np.testing.assert_allclose(row["embedding"], dynamic[key]["embedding"], rtol=1e-5, atol=1e-6)
+
+
 def test_pack_loaded_once_per_worker_and_threads_fit_the_cores(embedded: dict) -> None:
     report = embedded["report"]
     assert report["workers"] >= 1 and report["max_pack_loads_per_worker"] == 1

@@ -49,12 +49,15 @@ def hostile(spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory:
                    spark.createDataFrame([("h1", "host", SUPPRESSED_HOST, "e1", now)], schema_of("suppression")),
                    RunContext(job="test"))
     handler = _Collect()
-    root_logger = logging.getLogger()
+    root_logger, facelake_logger = logging.getLogger(), logging.getLogger("facelake")
+    level = facelake_logger.level
     root_logger.addHandler(handler)
+    facelake_logger.setLevel(logging.DEBUG)  # every line the job can write, debug included
     try:
         report = ingest_drop(spark, config, RunContext(job="ingest"))
     finally:
         root_logger.removeHandler(handler)
+        facelake_logger.setLevel(level)
     return {
         "corpus": corpus, "lake": lake, "report": report, "log": handler.lines, "root": root,
         "sources": read_table(spark, lake, "image_sources").collect(),

@@ -46,6 +46,18 @@ def loaded(pack_dir: Path) -> models.LoadedPack:
     return models.load_pack(inspect_pack(pack_dir, generated=True), RuntimeSettings(threads=1))
 
 
+@pytest.fixture(scope="module")
+def fixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixed-shape variant: recognizer batch axis fixed at 1, detector input fixed at 1x3x640x640."""
+    folder = tmp_path_factory.mktemp("packs") / "generated-fixed"
+    return build_generated_pack(folder, recognizer_batch=1, detector_input_size=(640, 640))
+
+
+@pytest.fixture(scope="module")
+def fixed_loaded(fixed_dir: Path) -> models.LoadedPack:
+    return models.load_pack(inspect_pack(fixed_dir, generated=True), RuntimeSettings(threads=1))
+
+
 def face_image(centres: list[tuple[int, int]], size: tuple[int, int] = (640, 480), seed: int = 0) -> np.ndarray:
     """BGR grey image with a bright textured 32x32 square (a "face" for the generated detector) per centre."""
     w, h = size
@@ -240,6 +252,127 @@ def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: models.Loa
     assert [(r.image_id, r.status, r.reason) for r in out] == [
         ("good", FaceStatus.OK, None), ("dark", FaceStatus.FAILED, FailureReason.EMBED_FAILED),
         ("good2", FaceStatus.OK, None)]
+
+
+# ---------------------------------------------------------------------------- fixed batch and input size
+
+
+def spy_on_recognizer(loaded: models.LoadedPack, monkeypatch) -> list[int]:
+    """Records the number of crops of every recognizer call."""
+    calls: list[int] = []
+    real = loaded.recognizer.get_feat
+
+    def spy(imgs):
+        calls.append(len(imgs))
+        return real(imgs)
+
+    monkeypatch.setattr(loaded.recognizer, "get_feat", spy)
+    return calls
+
+
+def multi_face_items() -> list[tuple[str, bytes]]:
+    """Images of 3, 2 and 1 faces (a 3-face image alone exceeds a fixed batch of 1 or 2)."""
+    layouts = [[(160, 128), (480, 320), (320, 240)], [(160, 352), (480, 96)], [(320, 256)]]
+    return [(f"img{i}", encode(face_image(centres, seed=10 + i))) for i, centres in enumerate(layouts)]
+
+
+def assert_same_faces(got: list, expected: list) -> None:
+    """Same statuses, boxes and (allclose) embeddings, face for face."""
+
+    def outcome(results: list) -> list[tuple]:
+        return [(r.image_id, r.status, r.reason) for r in results]
+
+    assert outcome(got) == outcome(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert len(g.faces) == len(e.faces)
+        for gf, ef in zip(g.faces, e.faces, strict=True):
+            np.testing.assert_allclose(gf.bbox, ef.bbox, atol=1e-3)
+            np.testing.assert_allclose(gf.embedding, ef.embedding, rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_shape_variant_declares_its_batch_and_input_size(
+    tmp_path: Path, pack_dir: Path, fixed_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def dims(value) -> list:
+        return [d.dim_value or d.dim_param for d in value.type.tensor_type.shape.dim]
+
+    rec = onnx.load(str(fixed_dir / GENERATED_RECOGNIZER))
+    assert dims(rec.graph.input[0]) == [1, 3, 112, 112] and dims(rec.graph.output[0]) == [1, 512]
+    det = onnx.load(str(fixed_dir / GENERATED_DETECTOR))
+    assert dims(det.graph.input[0]) == [1, 3, 640, 640]
+    assert [dims(o)[0] for o in det.graph.output] == [12800, 3200, 800] * 3  # SCRFD's rows at 640x640
+    fixed, default = inspect_pack(fixed_dir), inspect_pack(pack_dir)
+    assert (fixed.recognizer_batch, fixed.detector_input_size) == (1, (640, 640))
+    assert (default.recognizer_batch, default.detector_input_size) == (None, None)
+    assert fixed.pack_id != default.pack_id  # other bytes, another pack
+    assert fixed.describe()["recognizer_batch"] == 1 and fixed.describe()["detector_input_size"] == [640, 640]
+    # Rebuilt byte for byte; a worker without the folder rebuilds the variant, not the default pack.
+    again_dir = build_generated_pack(tmp_path / "again", recognizer_batch=1, detector_input_size=(640, 640))
+    again = inspect_pack(again_dir, generated=True)
+    assert again.pack_sha256 == fixed.pack_sha256
+    shutil.rmtree(again.path)
+    assert models.load_pack(again, RuntimeSettings()).recognizer_batch == 1
+    assert inspect_pack(again.path).pack_sha256 == fixed.pack_sha256
+    # `facelake models --build-test-pack DIR --recognizer-batch 1 --detector-input-size 640` builds it too.
+    import json
+
+    argv = ["--build-test-pack", str(tmp_path / "cli"), "--recognizer-batch", "1", "--detector-input-size"]
+    assert models.main([*argv, "640"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["pack_sha256"], shown["recognizer_batch"], shown["detector_input_size"]) == (
+        fixed.pack_sha256,
+        1,
+        [640, 640],
+    )
+
+
+def test_fixed_batch_one_recognizer_embeds_every_face_like_the_dynamic_one(
+    loaded: models.LoadedPack, fixed_loaded: models.LoadedPack, monkeypatch
+) -> None:
+    items = multi_face_items()
+    dynamic_calls = spy_on_recognizer(loaded, monkeypatch)
+    expected = analyse_images(loaded, items, rec_batch=32)
+    assert [(r.status, len(r.faces)) for r in expected] == [(FaceStatus.OK, n) for n in (3, 2, 1)]
+    assert dynamic_calls == [6]  # a dynamic batch axis still gets the faces of many images per call
+    fixed_calls = spy_on_recognizer(fixed_loaded, monkeypatch)
+    stats: dict[str, int] = {}
+    got = analyse_images(fixed_loaded, items, rec_batch=32, stats=stats)
+    assert_same_faces(got, expected)  # every face embedded, none of the images failed
+    assert fixed_calls == [1] * 6 and stats["recognizer_calls"] == 6
+
+
+def test_fixed_batch_above_one_gets_full_calls_only(
+    tmp_path: Path, loaded: models.LoadedPack, monkeypatch
+) -> None:
+    folder = build_generated_pack(tmp_path / "b4", recognizer_batch=4)
+    four = models.load_pack(inspect_pack(folder), RuntimeSettings(threads=1))
+    assert four.recognizer_batch == 4
+    calls = spy_on_recognizer(four, monkeypatch)
+    items = multi_face_items()
+    expected = analyse_images(loaded, items)
+    # 6 crops: a call of 4, then 2 padded to 4 (the padding's rows dropped).
+    assert_same_faces(analyse_images(four, items, rec_batch=32), expected)
+    assert calls == [4, 4]
+    calls.clear()
+    assert_same_faces(analyse_images(four, items, rec_batch=2), expected)
+    assert calls and set(calls) == {4}  # a smaller rec_batch never makes a call the model refuses
+
+
+def test_a_fixed_detector_input_size_wins_over_det_size(
+    loaded: models.LoadedPack, fixed_dir: Path, pack_dir: Path
+) -> None:
+    # Asked for 320x320, the 640x640 detector still runs at 640x640 (same boxes as the dynamic one at 640);
+    # at 320 the 32x32 squares would shrink to 16x16 and not be found at all.
+    fixed = models.load_pack(inspect_pack(fixed_dir), RuntimeSettings(threads=1, det_size=(320, 320)))
+    assert fixed.det_size == (640, 640) and tuple(fixed.detector.input_size) == (640, 640)
+    small = models.load_pack(inspect_pack(pack_dir), RuntimeSettings(threads=1, det_size=(320, 320)))
+    assert small.det_size == (320, 320)
+    img = face_image([(160, 128), (480, 320)])
+    boxes, _ = fixed.detector.detect(img)
+    expected, _ = loaded.detector.detect(img)
+    assert len(boxes) == 2
+    np.testing.assert_allclose(boxes, expected, atol=1e-4)
+    assert small.detector.detect(img)[0].shape[0] == 0
 
 
 # ------------------------------------------------------------------------------------ identity and finding
