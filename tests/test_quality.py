@@ -910,3 +910,30 @@ def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
         "inside": True, "12% left, as seen from SCRFD-500M": True, "on the margin below": True,
         "30% right": False, "another face, far above": False, "9 landmark values": False, "no box": None,
     }
+
+
+def test_every_not_null_column_of_a_table_is_checked_by_its_suite() -> None:
+    # Delta enforces NOT NULL at write time, after the gate: an unchecked column would let one NULL
+    # (e.g. the host of a URL the parser could not read) pass the gate and then fail the whole MERGE.
+    from jobs.quality import suite_names, suite_spec
+    from jobs.schemas import schema_of
+
+    for name in suite_names():
+        spec = suite_spec(name)
+        if not spec.table:
+            continue
+        checked = {e.columns[0] for e in spec.expectations
+                   if e.type == "expect_column_values_to_not_be_null" and e.view == "rows"}
+        required = {f.name for f in schema_of(spec.table).fields if not f.nullable}
+        assert required <= checked, (name, sorted(required - checked))
+
+
+
+def test_a_null_host_is_refused_by_the_gate_not_by_the_merge(spark, tmp_path) -> None:
+    # No suite lists source_host as not-null: the schema-derived expectation catches it.
+    sources = frame(spark, "image_sources", [{**source_row(0), "source_host": None}, source_row(1)], exact=False)
+    report = quality.run_suite(spark, sources, "image_sources", lake=str(tmp_path), run=RunContext(job="test"),
+                               references={"images": frame(spark, "images", [image_row(0), image_row(1)])},
+                               record=False)
+    failed = {o.expectation_id for o in report.failures}
+    assert failed == {"expect_column_values_to_not_be_null(source_host)[schema]"}
