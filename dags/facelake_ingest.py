@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pendulum
 from airflow.sdk import Param, dag, task
+
+from jobs.subprocess_task import URI_RULES, URI_SCHEMA, run_facelake
 
 
 @dag(
@@ -15,26 +15,35 @@ from airflow.sdk import Param, dag, task
     catchup=False,
     tags=["facelake"],
     params={
-        "drop": Param("", type="string", description="crawl drop folder or URI holding manifest.jsonl"),
-        "lake": Param("", type="string", description="lake root URI; empty means the config default"),
+        # No default: the trigger form requires a drop.
+        "drop": Param(
+            type="string", minLength=1, **URI_SCHEMA, title="Crawl drop",
+            description=f"crawl drop folder or URI holding manifest.jsonl; required ({URI_RULES})",
+        ),
+        "lake": Param(
+            None, type=["null", "string"], **URI_SCHEMA, title="Lake root",
+            description=f"lake root URI; empty means the config default ({URI_RULES})",
+        ),
     },
     doc_md=__doc__,
 )
 def facelake_ingest():
-    @task.bash
-    def ingest(params: dict | None = None) -> str:
-        # A child process per job: the Spark driver's JVM never lives inside an Airflow worker.
-        args = ["facelake", "ingest", "--drop", params["drop"]]
+    # Form values are read from the task context and passed to a shell-less child process as argv
+    # elements; no templated operator field ever holds them, so no template engine or shell reads them.
+    # A child process per job: the Spark driver's JVM never lives inside an Airflow worker.
+    @task
+    def ingest(params: dict | None = None) -> None:
+        args = ["ingest", "--drop", params["drop"]]
         if params.get("lake"):
             args += ["--lake", params["lake"]]
-        return shlex.join(args)
+        run_facelake(args)
 
-    @task.bash
-    def embed(params: dict | None = None) -> str:
-        args = ["facelake", "embed"]
+    @task
+    def embed(params: dict | None = None) -> None:
+        args = ["embed"]
         if params.get("lake"):
             args += ["--lake", params["lake"]]
-        return shlex.join(args)
+        run_facelake(args)
 
     ingest() >> embed()
 

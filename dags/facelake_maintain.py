@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pendulum
 from airflow.sdk import Param, dag, task
+
+from jobs.subprocess_task import URI_RULES, URI_SCHEMA, run_facelake
 
 
 @dag(
@@ -17,8 +17,14 @@ from airflow.sdk import Param, dag, task
     max_active_runs=1,
     tags=["facelake"],
     params={
-        "lake": Param("", type="string", description="lake root URI; empty means the config default"),
-        "tables": Param("", type="string", description="comma-separated tables; empty means every table"),
+        "lake": Param(
+            None, type=["null", "string"], **URI_SCHEMA, title="Lake root",
+            description=f"lake root URI; empty means the config default ({URI_RULES})",
+        ),
+        "tables": Param(
+            None, type=["null", "string"], maxLength=1000, pattern=r"^(?![\s\S]*[^A-Za-z0-9_, ])", title="Tables",
+            description="comma-separated table names (letters, digits, _), e.g. faces,images; empty means every table",
+        ),
         "optimize": Param("zorder", enum=["zorder", "compact", "none"], description="OPTIMIZE mode"),
         "vacuum": Param(True, type="boolean", description="VACUUM files older than the retention"),
         "retention_hours": Param(
@@ -29,9 +35,10 @@ from airflow.sdk import Param, dag, task
     doc_md=__doc__,
 )
 def facelake_maintain():
-    @task.bash
-    def maintain(params: dict | None = None) -> str:
-        args = ["facelake", "maintain", "--optimize", params["optimize"]]
+    # Form values go to a shell-less child process as argv elements, never through a template.
+    @task
+    def maintain(params: dict | None = None) -> None:
+        args = ["maintain", "--optimize", params["optimize"]]
         if params.get("lake"):
             args += ["--lake", params["lake"]]
         if params.get("tables"):
@@ -40,7 +47,7 @@ def facelake_maintain():
             args.append("--no-vacuum")
         if params.get("retention_hours") is not None:
             args += ["--retention-hours", str(params["retention_hours"])]
-        return shlex.join(args)
+        run_facelake(args)
 
     maintain()
 

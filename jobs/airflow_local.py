@@ -22,7 +22,7 @@ def airflow_env(home: Path | None = None) -> dict[str, str]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            # Bash tasks call the `facelake` console script of this interpreter's environment.
+            # Tasks run the `facelake` console script of this interpreter's environment (jobs.subprocess_task).
             "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         }
     )
@@ -34,10 +34,15 @@ def _airflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, check=False)
 
 
+def migrate_db(home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``airflow db migrate`` (idempotent) for the SQLite metadata DB under ``home``, in a child process."""
+    return _airflow("db", "migrate", env=airflow_env(home))
+
+
 def run_dag(dag_id: str, conf: dict[str, object], home: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Migrate the metadata DB (idempotent), then ``airflow dags test DAG -c CONF`` in a child process."""
     env = airflow_env(home)
-    migrated = _airflow("db", "migrate", env=env)
+    migrated = migrate_db(home)
     if migrated.returncode != 0:
         return migrated
     return _airflow("dags", "test", dag_id, "-c", json.dumps(conf), env=env)

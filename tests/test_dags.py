@@ -55,7 +55,8 @@ def test_ingest_dag_runs_end_to_end(
     assert read_table(spark, config.lake, "face_status").count() == canonical > 0
 
 
-def test_maintain_dag_form_and_command() -> None:
+def test_maintain_dag_form() -> None:
+    # The command it builds from the form is checked by running it: tests/test_dags_params.py.
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["facelake_maintain"]
@@ -63,9 +64,3 @@ def test_maintain_dag_form_and_command() -> None:
     assert dag.params["optimize"] == "zorder" and dag.params["retention_hours"] is None
     assert [t.task_id for t in dag.tasks] == ["maintain"]
     assert dag.max_active_runs == 1
-    command = dag.task_dict["maintain"].python_callable
-    assert command(params={"optimize": "compact", "lake": "/l", "tables": "faces", "vacuum": False,
-                           "retention_hours": 0}) == (
-        "facelake maintain --optimize compact --lake /l --tables faces --no-vacuum --retention-hours 0")
-    assert command(params={"optimize": "zorder", "vacuum": True, "retention_hours": None}) == (
-        "facelake maintain --optimize zorder")
