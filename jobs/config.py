@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -18,8 +19,18 @@ log = logging.getLogger("facelake.config")
 ENV_PREFIX = "FACELAKE_"
 CONFIG_FILE_ENV = "FACELAKE_CONFIG"
 DEFAULT_CONFIG_FILE = "facelake.toml"
-# Field names whose values are never logged (credentials for object stores, DB URLs).
-SECRET_MARKERS = ("secret", "password", "token", "key_id", "access_key")
+MASK = "***"
+# Setting names (Spark/Hadoop keys, URI query parameters) whose values are credentials. Matched on
+# the lower-cased name, so camelCase keys (accessKey, keyStorePassword) are caught too.
+SECRET_WORDS = ("secret", "password", "passwd", "token", "credential", "signature")
+# Whole dot/dash/underscore-separated parts: fs.s3a.access.key, fs.azure.account.key.<account>…,
+# fs.azure.sas.<container>…, fs.gs.auth.service.account.json.keyfile, URI parameter sig=.
+SECRET_PARTS = ("key", "sas", "sig", "pwd")
+_PART = re.compile(r"[^a-z0-9]+")
+# scheme://userinfo@ — with "user:secret" the secret may hold an unescaped '/', so that form runs to
+# the first '@' (a path after a port that holds '@' is over-masked: safe side); else up to '/'.
+_URI_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)(?:[^@\s/?#]*:[^@\s]*|[^@\s/?#:]+)@")
+_URI_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class FacelakeConfig:
     driver_memory: str = "4g"
     """spark.driver.memory (in local mode the driver also runs the tasks)."""
     spark_conf: dict[str, str] = field(default_factory=dict)
-    """Extra Spark settings (e.g. S3 endpoint); values with secret-looking keys are not logged."""
+    """Extra Spark settings (e.g. S3 endpoint); values with secret-looking keys are never logged."""
     jar_cache: str = ""
     """Folder holding Delta's resolved jars; empty means ``<project>/.cache/jars``."""
     model_pack: str = "generated-test-pack"
@@ -59,21 +70,51 @@ class FacelakeConfig:
     log_level: str = "INFO"
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as a dict, with secret-looking values masked, fit for a log line."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "spark_conf":
-                value = {
-                    k: ("***" if any(m in k.lower() for m in SECRET_MARKERS) else v)
-                    for k, v in value.items()
-                }
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        """The settings as a dict, secrets masked (see ``mask``), fit for a log line."""
+        return {f.name: mask(getattr(self, f.name), f.name) for f in fields(self)}
 
     def replace(self, **changes: Any) -> FacelakeConfig:
         """A copy with some fields changed (values coerced to the field types)."""
-        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+        return dataclasses.replace(self, **{k: _coerce(k, v, "replace()") for k, v in changes.items()})
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting (or URI parameter) called ``name`` holds a credential."""
+    lowered = name.lower()
+    if any(word in lowered for word in SECRET_WORDS):
+        return True
+    # keyfile, keystore, keytab, accesskey, privatekey, apikey: a part that starts or ends in "key".
+    parts = [p for p in _PART.split(lowered) if p]
+    return any(p in SECRET_PARTS or p.startswith("key") or p.endswith("key") for p in parts)
+
+
+def _mask_text(text: str) -> str:
+    """``text`` with URI credentials masked: ``s3a://KEY:SECRET@bucket/p`` -> ``s3a://***@bucket/p``."""
+    text = _URI_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    return _URI_QUERY_PARAM.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}={MASK}" if is_secret_name(m.group(2)) else m.group(0), text
+    )
+
+
+def mask(value: Any, name: str = "") -> Any:
+    """``value`` of setting ``name`` made fit for a log line or an error message.
+
+    The one masking rule: everything under a secret-looking name (``is_secret_name``) becomes
+    ``***``, mappings are masked entry by entry under their own keys, and credentials inside any
+    string (URI user info, secret query parameters) are masked wherever they appear. Tuples come
+    back as lists (JSON-ready).
+    """
+    if value is None:
+        return None
+    if name and is_secret_name(name):
+        return MASK
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [mask(v) for v in value]
+    return _mask_text(str(value))
 
 
 _FIELDS = {f.name: f for f in fields(FacelakeConfig)}
@@ -83,15 +124,29 @@ def _field_type(name: str) -> str:
     return str(_FIELDS[name].type)
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a value from a file, env var or flag into the field's declared type."""
+def _describe(value: Any) -> str:
+    """What a rejected value looked like, without any of its content (it may hold a secret)."""
+    if isinstance(value, str | bytes):
+        return f"a {len(value)}-character {type(value).__name__}"
+    if isinstance(value, Mapping | list | tuple):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    return f"a {type(value).__name__}"
+
+
+def _coerce(name: str, value: Any, source: str = "") -> Any:
+    """Turn a value from a file, env var or flag into the field's declared type.
+
+    Errors name the setting, where it came from and the expected type, never the value: a
+    malformed ``spark_conf`` is exactly where credentials sit, unparsed and so unmaskable.
+    """
+    where = f" (from {mask(source)})" if source else ""
     if name not in _FIELDS:
-        raise ValueError(f"unknown config setting {name!r}; known: {', '.join(sorted(_FIELDS))}")
+        raise ValueError(f"unknown config setting {name!r}{where}; known: {', '.join(sorted(_FIELDS))}")
     kind = _field_type(name)
     if value is None:
         if "None" in kind:
             return None
-        raise ValueError(f"config setting {name!r} cannot be empty")
+        raise ValueError(f"config setting {name!r}{where} cannot be empty")
     try:
         if kind.startswith("bool"):
             if isinstance(value, bool):
@@ -113,18 +168,29 @@ def _coerce(name: str, value: Any) -> Any:
         if kind.startswith("dict"):
             if isinstance(value, str):
                 value = json.loads(value)
-            return {str(k): str(v) for k, v in dict(value).items()}
+            if not isinstance(value, Mapping):
+                raise TypeError("not a JSON object")
+            return {str(k): str(v) for k, v in value.items()}
         return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config setting {name!r}: cannot read {value!r} as {kind}") from exc
+    except json.JSONDecodeError as exc:
+        # The parser's message and position, not exc itself: its .doc is the raw text.
+        problem = f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except (TypeError, ValueError):
+        problem = f"cannot read {_describe(value)} as {kind}"
+    # "from None": a chained int()/float() error would print the value in every traceback.
+    raise ValueError(f"config setting {name!r}{where}: {problem}; the value is not shown") from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        data = tomllib.load(fh)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's messages name a position, never the text; drop the chain all the same.
+        raise ValueError(f"config file {mask(str(path))} is not valid TOML: {exc}") from None
     # Settings may sit at top level or under [facelake].
     data = dict(data.get("facelake", data))
-    return {k: _coerce(k, v) for k, v in data.items()}
+    return {k: _coerce(k, v, f"config file {path}") for k, v in data.items()}
 
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -132,7 +198,7 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name in _FIELDS:
         key = ENV_PREFIX + name.upper()
         if key in environ and environ[key] != "":
-            out[name] = _coerce(name, environ[key])
+            out[name] = _coerce(name, environ[key], f"environment variable {key}")
     return out
 
 
@@ -150,14 +216,14 @@ def load_config(
     path = config_file or environ.get(CONFIG_FILE_ENV)
     if path:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            raise FileNotFoundError(f"config file {mask(str(path))} does not exist")
         values.update(_read_file(Path(path)))
     elif Path(DEFAULT_CONFIG_FILE).is_file():
         values.update(_read_file(Path(DEFAULT_CONFIG_FILE)))
     values.update(_read_env(environ))
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value)
+            values[name] = _coerce(name, value, "command line")
     return FacelakeConfig(**values)
 
 
@@ -178,5 +244,5 @@ def config_from_args(args: argparse.Namespace) -> FacelakeConfig:
 
 
 def log_config(config: FacelakeConfig, job: str) -> None:
-    """Log the effective settings once at job start, secrets masked."""
+    """Log the effective settings once at job start, secrets masked (``mask``)."""
     log.info("%s config %s", job, json.dumps(config.redacted(), sort_keys=True))

@@ -1,4 +1,4 @@
-"""Table maintenance: re-apply declared properties, OPTIMIZE (Z-order on filter columns), VACUUM by retention."""
+"""Table maintenance: re-apply declared properties and stats columns, OPTIMIZE (Z-order), VACUUM by retention."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
 from jobs.lake import Lake, hadoop_path
@@ -49,10 +50,44 @@ def optimize_plan(mode: str, zorder_by: tuple[str, ...], num_files: int) -> str 
     return "compact"
 
 
+def _delta_log(spark: SparkSession, uri: str):  # -> (org.apache.spark.sql.delta.DeltaLog, Snapshot)
+    """Delta's own log object and its latest snapshot (JVM; no public Python API reaches file stats)."""
+    pair = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(spark._jsparkSession, uri)
+    return pair._1(), pair._2()
+
+
+def stats_columns_in_use(spark: SparkSession, uri: str) -> set[str]:
+    """Top-level columns that any live file of the table carries statistics for in the log."""
+    _, snapshot = _delta_log(spark, uri)
+    files = DataFrame(snapshot.allFiles().toDF(), spark).where(F.col("stats").isNotNull())
+    keys = F.concat(*[
+        F.coalesce(F.json_object_keys(F.get_json_object("stats", f"$.{part}")), F.array().cast("array<string>"))
+        for part in ("minValues", "maxValues", "nullCount")
+    ])
+    return {row[0] for row in files.select(F.explode(keys)).distinct().collect()}
+
+
+def recompute_stats(spark: SparkSession, uri: str) -> None:
+    """Rewrite every live file's statistics under the table's current stats columns (one commit).
+
+    Setting ``delta.dataSkippingStatsColumns`` only changes what later writes record: files
+    written before keep their old statistics (URL prefixes and all) and every new checkpoint and
+    checksum copies them. Delta's COMPUTE STATS replaces them without rewriting data files; open
+    source Delta 4.4 has no SQL statement for it, hence the JVM call.
+    """
+    jvm = spark.sparkContext._jvm
+    delta_log, _ = _delta_log(spark, uri)
+    stats = getattr(jvm.org.apache.spark.sql.delta.stats, "StatisticsCollection$").__getattr__("MODULE$")
+    stats.recompute(spark._jsparkSession, delta_log, jvm.scala.Option.empty(),
+                    getattr(stats, "recompute$default$4")(), getattr(stats, "recompute$default$5")())
+
+
 @dataclass
 class TableReport:
     table: str
     properties_set: list[str] = field(default_factory=list)
+    stats_recomputed: list[str] = field(default_factory=list)
+    """Columns whose statistics live files still carried, outside the declared stats columns."""
     optimize: str | None = None
     files_before: int = 0
     files_after: int = 0
@@ -98,6 +133,13 @@ def maintain_table(
             assignments = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(missing.items()))
             spark.sql(f"ALTER TABLE delta.`{lake.uri(name)}` SET TBLPROPERTIES ({assignments})")
             report.properties_set = sorted(missing)
+        # Checked on every run, not only when the property changes, so a run that died between
+        # the ALTER and the recompute is finished by the next one.
+        if spec.stats_columns is not None and int(detail["numFiles"]):
+            extra = stats_columns_in_use(spark, lake.uri(name)) - {c.lower() for c in spec.stats_columns}
+            if extra:
+                recompute_stats(spark, lake.uri(name))
+                report.stats_recomputed = sorted(extra)
         report.files_before = int(detail["numFiles"])
         report.optimize = optimize_plan(optimize, spec.zorder_by, report.files_before)
         if report.optimize == "zorder":
@@ -150,9 +192,11 @@ def maintain(
         report = maintain_table(spark, lake, name, run, optimize=optimize, vacuum=vacuum,
                                 retention_hours=config.vacuum_retention_hours)
         run.progress(
-            "%s: optimize=%s files %d -> %d, vacuumed %d file(s) (retention %s h), properties set %s",
+            "%s: optimize=%s files %d -> %d, vacuumed %d file(s) (retention %s h), properties set %s, "
+            "stats dropped from the log for %d column(s)",
             name, report.optimize or "skipped", report.files_before, report.files_after,
             report.files_vacuumed, report.vacuum_retention_hours, report.properties_set or "none",
+            len(report.stats_recomputed),
         )
         run.count("files_compacted", max(report.files_before - report.files_after, 0))
         run.count("files_vacuumed", report.files_vacuumed)

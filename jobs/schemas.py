@@ -11,6 +11,9 @@ from typing import Any
 from pyspark.sql.types import StructType
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# Delta writes min/max/null-count statistics of these columns (only) into every commit, checkpoint
+# and checksum of _delta_log; without it, the first 32 columns, strings cut to 32 characters.
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,20 @@ class TableSpec:
     """Columns jobs filter and join on; ``facelake maintain`` Z-orders the files by them."""
     properties: dict[str, str]
     schema: StructType
+    personal: tuple[str, ...] = ()
+    """Columns holding personal data (``"personal": true``): kept out of Delta's log statistics."""
 
     @property
     def columns(self) -> list[str]:
         return [f.name for f in self.schema.fields]
+
+    @property
+    def stats_columns(self) -> tuple[str, ...] | None:
+        """Columns Delta keeps statistics on (``delta.dataSkippingStatsColumns``); None when undeclared."""
+        declared = self.properties.get(STATS_COLUMNS_PROPERTY)
+        if declared is None:
+            return None
+        return tuple(c.strip().strip("`") for c in declared.split(",") if c.strip())
 
 
 def _to_struct(fields: list[dict[str, Any]]) -> StructType:
@@ -63,6 +76,7 @@ def table_spec(name: str) -> TableSpec:
         zorder_by=tuple(raw.get("zorder_by", [])),
         properties=dict(raw.get("properties", {})),
         schema=_to_struct(raw["fields"]),
+        personal=tuple(f["name"] for f in raw["fields"] if f.get("personal", False)),
     )
 
 

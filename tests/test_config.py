@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import traceback
 from pathlib import Path
 
 import pytest
 
-from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, load_config
+from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, load_config, log_config
 
 
 def test_defaults_when_nothing_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,3 +82,124 @@ def test_redacted_masks_secrets() -> None:
     assert shown["spark_conf"]["spark.hadoop.fs.s3a.secret.key"] == "***"
     assert shown["spark_conf"]["spark.hadoop.fs.s3a.endpoint"] == "e"
     assert "hunter2" not in repr(shown)
+
+
+# Every credential-bearing key shape issue #10 names; each value is a unique string the log must not hold.
+SECRET_CONF = {
+    "spark.hadoop.fs.s3a.access.key": "AKIA-s3a-access-0001",
+    "spark.hadoop.fs.s3a.secret.key": "s3a-secret-0002",
+    "fs.s3a.secret.key": "bare-secret-0003",
+    "spark.hadoop.fs.s3a.session.token": "session-token-0004",
+    "spark.hadoop.fs.s3a.bucket.media.secret.key": "per-bucket-secret-0005",
+    "spark.hadoop.fs.azure.account.key.acct.blob.core.windows.net": "azure-account-key-0006",
+    "spark.hadoop.fs.azure.sas.container.acct.blob.core.windows.net": "azure-sas-0007",
+    "spark.hadoop.fs.azure.sas.fixed.token": "azure-fixed-sas-0008",
+    "spark.hadoop.fs.azure.account.oauth2.client.secret": "azure-client-secret-0009",
+    "spark.hadoop.google.cloud.auth.service.account.json.keyfile": "/secrets/gcs-keyfile-0010.json",
+    "spark.hadoop.fs.gs.auth.service.account.private.key": "gcs-private-key-0011",
+    "spark.hadoop.fs.gs.auth.service.account.private.key.id": "gcs-private-key-id-0012",
+    "spark.hadoop.fs.s3a.aws.credentials.provider": "credential-provider-0013",
+    "spark.hadoop.javax.jdo.option.ConnectionPassword": "metastore-password-0014",
+    "spark.ssl.keyStorePassword": "keystore-password-0015",
+    "spark.hadoop.fs.s3a.accessKey": "camel-access-key-0016",
+    "spark.authenticate.secret": "spark-auth-secret-0017",
+}
+PUBLIC_CONF = {
+    "spark.hadoop.fs.s3a.endpoint": "http://minio:9000",
+    "spark.hadoop.fs.s3a.path.style.access": "true",
+    "spark.sql.shuffle.partitions": "4",
+}
+
+
+def credentials_config() -> FacelakeConfig:
+    """Secrets under secret keys, inside URIs of every string field and inside spark_conf values."""
+    return FacelakeConfig(
+        lake="s3a://AKIALAKEKEY:lake/secret+0020@bucket/lake",
+        drop="https://dropuser:drop-pass-0021@crawler.example/drops/7",
+        spark_master="spark://master-user:master-pass-0022@spark-host:7077",
+        models_dir="https://models.example/packs?sv=2024-01-01&sig=sas-signature-0023",
+        spark_conf={
+            **SECRET_CONF,
+            **PUBLIC_CONF,
+            "spark.hadoop.fs.s3a.endpoint.proxy": "http://proxy-user:proxy-pass-0024@proxy:3128",
+            "spark.eventLog.dir": "wasbs://container:event-log-key-0025@acct.blob.core.windows.net/logs",
+        },
+    )
+
+
+SECRETS = [
+    *SECRET_CONF.values(), "AKIALAKEKEY", "lake/secret+0020", "dropuser", "drop-pass-0021", "master-user",
+    "master-pass-0022", "sas-signature-0023", "proxy-user", "proxy-pass-0024", "event-log-key-0025",
+]
+
+
+def test_config_log_line_masks_every_credential(caplog: pytest.LogCaptureFixture) -> None:
+    config = credentials_config()
+    with caplog.at_level(logging.INFO, logger="facelake.config"):
+        log_config(config, "ingest")
+    line = caplog.text
+    assert "ingest config" in line
+    for secret in SECRETS:
+        assert secret not in line, f"{secret!r} reached the log"
+    shown = config.redacted()
+    assert all(shown["spark_conf"][k] == "***" for k in SECRET_CONF)
+    # What an operator needs to debug stays readable: where things are, only the credentials go.
+    assert shown["lake"] == "s3a://***@bucket/lake"
+    assert shown["drop"] == "https://***@crawler.example/drops/7"
+    assert shown["spark_master"] == "spark://***@spark-host:7077"
+    assert shown["models_dir"] == "https://models.example/packs?sv=2024-01-01&sig=***"
+    assert shown["spark_conf"]["spark.hadoop.fs.s3a.endpoint.proxy"] == "http://***@proxy:3128"
+    assert shown["spark_conf"]["spark.eventLog.dir"] == "wasbs://***@acct.blob.core.windows.net/logs"
+    assert {k: shown["spark_conf"][k] for k in PUBLIC_CONF} == PUBLIC_CONF
+    assert shown["shuffle_partitions"] == config.shuffle_partitions
+    assert json.loads(json.dumps(shown)) == shown  # the log line is plain JSON
+
+
+def test_masking_leaves_uris_without_credentials_alone() -> None:
+    config = FacelakeConfig(
+        lake="s3a://bucket/lake", drop="/data/drops/user@host/7", spark_master="k8s://https://api:6443",
+        spark_conf={"spark.hadoop.fs.s3a.endpoint": "http://minio:9000/?region=eu&x=1"},
+    )
+    shown = config.redacted()
+    assert (shown["lake"], shown["drop"], shown["spark_master"]) == (config.lake, config.drop, config.spark_master)
+    assert shown["spark_conf"] == config.spark_conf
+
+
+def error_text(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """The messages a traceback of the error would print, chained exceptions included."""
+    parts: list[str] = []
+    exc: BaseException | None = excinfo.value
+    while exc is not None:
+        parts += traceback.format_exception_only(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return "".join(parts)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"spark.hadoop.fs.s3a.secret.key": "hunter2-0030",}',  # trailing comma
+        "spark.hadoop.fs.s3a.secret.key=hunter2-0030",  # not JSON at all
+        '["s3a://AKIA:hunter2-0030@bucket"]',  # JSON, but not an object
+    ],
+)
+def test_malformed_spark_conf_fails_without_echoing_it(raw: str) -> None:
+    with pytest.raises(ValueError, match="spark_conf") as excinfo:
+        load_config(environ={"FACELAKE_SPARK_CONF": raw})
+    text = error_text(excinfo)
+    assert "FACELAKE_SPARK_CONF" in text  # says where to look ...
+    assert "hunter2-0030" not in text and "AKIA" not in text  # ... but not what it holds
+
+
+def test_malformed_settings_never_echo_their_value(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="shard_count.*FACELAKE_SHARD_COUNT") as excinfo:
+        load_config(environ={"FACELAKE_SHARD_COUNT": "pass-0031"})
+    assert "pass-0031" not in error_text(excinfo)
+    file = tmp_path / "c.toml"
+    file.write_text('spark_ui = "token-0032"\nspark_conf = "{not json token-0033"\n')
+    with pytest.raises(ValueError, match=f"spark_ui.*config file {file}") as excinfo:
+        load_config(file, environ={})
+    assert "token-0032" not in error_text(excinfo)
+    with pytest.raises(ValueError, match="spark_conf.*invalid JSON") as excinfo:
+        FacelakeConfig().replace(spark_conf="{not json token-0033")
+    assert "token-0033" not in error_text(excinfo)

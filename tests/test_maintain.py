@@ -1,6 +1,8 @@
-"""jobs.maintain: OPTIMIZE and VACUUM keep every result identical; short retention ends time travel clearly."""
+"""jobs.maintain: results stay identical, short retention ends time travel clearly, old tables lose personal log stats."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -9,8 +11,9 @@ from jobs.config import FacelakeConfig
 from jobs.lake import Lake, PurgedVersionError
 from jobs.maintain import interval_hours, maintain, optimize_plan, properties_to_set
 from jobs.runs import RunContext
-from jobs.tables import merge_new_rows, upsert_rows
+from jobs.tables import ensure_table, merge_new_rows, upsert_rows
 from tests.test_lake import assert_same_rows, faces, history_records, rows
+from tests.test_privacy import LOG_KINDS, file_holds_marker, log_files, log_kind, log_version, marker_rows
 
 
 def test_interval_hours() -> None:
@@ -110,3 +113,38 @@ def test_short_retention_vacuums_history_and_reapplies_properties(spark: SparkSe
         lake.table("faces", version=old)
     # The retention check is back on for everyone else.
     assert spark.conf.get("spark.databricks.delta.retentionDurationCheck.enabled") == "true"
+
+
+def test_maintain_drops_personal_statistics_of_an_older_table(spark: SparkSession, config: FacelakeConfig) -> None:
+    """A table created before schemas/ declared its stats columns: maintain sets them and rewrites its files'
+    statistics, so no checkpoint or checksum written from then on holds a URL; older log files age out."""
+    uri = ensure_table(spark, config.lake, "image_sources")
+    spark.sql(f"ALTER TABLE delta.`{uri}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ('delta.checkpointInterval' = '1')")
+    for batch in range(2):
+        merge_new_rows(spark, config.lake, "image_sources", marker_rows(spark, "image_sources", batch),
+                       RunContext(job="ingest"))
+    lake = Lake(spark, config.lake)
+    before = lake.latest_version("image_sources")
+    assert any(file_holds_marker(p) for p in log_files(Path(uri)) if log_kind(p) == "checkpoint")
+
+    run = RunContext(job="maintain")
+    report = maintain(spark, config, run, tables=["image_sources"])[0]
+
+    assert report.properties_set == ["delta.dataSkippingStatsColumns"]
+    assert {"source_url", "page_url", "source_host", "extra"} <= set(report.stats_recomputed)
+    recompute = next(r for r in history_records(lake, "image_sources") if r["operation"] == "COMPUTE STATS")
+    assert (recompute["job"], recompute["run_id"]) == ("maintain", run.run_id)
+    versioned = [p for p in log_files(Path(uri)) if log_kind(p) in LOG_KINDS]
+    since = [p for p in versioned if log_version(p) >= recompute["version"]]
+    assert {log_kind(p) for p in since} == set(LOG_KINDS)
+    assert [p.name for p in since if file_holds_marker(p)] == []
+    # What still holds the marker predates the recompute; delta.logRetentionDuration removes it.
+    assert all(log_version(p) < recompute["version"] for p in versioned if file_holds_marker(p))
+    # Statistics are not data: same rows, and incremental (CDF) readers see no change.
+    assert_same_rows(lake.table("image_sources"), lake.table("image_sources", version=before))
+    assert lake.table("image_sources").count() == 4
+    assert lake.diff("image_sources", before, method="cdf").count() == 0
+
+    again = maintain(spark, config, RunContext(job="maintain"), tables=["image_sources"])[0]
+    assert (again.properties_set, again.stats_recomputed) == ([], [])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from pyspark.sql import types as T
 from pyspark.sql.types import ArrayType, BinaryType, FloatType, StringType, TimestampType
 
 from jobs.schemas import SCHEMA_DIR, schema_differences, schema_of, table_names, table_spec
@@ -55,3 +57,35 @@ def test_schema_differences_reports_each_kind_of_mismatch() -> None:
     loosened = images.fromJson({**images.jsonValue(), "fields": [
         {**f.jsonValue(), "nullable": True} if f.name == "width" else f.jsonValue() for f in images.fields]})
     assert schema_differences(loosened, images) == ["width: nullable True != False"]
+
+
+# What issue #10 names as personal data; each must carry "personal": true wherever it appears.
+PERSONAL = {"source_url", "page_url", "source_host", "page_host", "image_path", "raw_line", "extra", "content",
+            "embedding", "landmarks", "bbox"}
+# Names that say "URL, path, raw input, free text, bytes or biometrics": never worth a statistic.
+NEVER_STATS = re.compile(
+    r"(^|_)(url|path|host|raw|extra|content|embedding|landmarks|bbox|detail|kwargs|observed|ticket|requested)(_|$)"
+)
+# Delta keeps min/max only on these types; it refuses to list any other in the property.
+STATS_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.FloatType, T.DoubleType,
+               T.DecimalType, T.DateType, T.TimestampType, T.TimestampNTZType)
+
+
+@pytest.mark.parametrize("name", sorted(DESIGN_TABLES))
+def test_log_statistics_only_on_declared_non_personal_columns(name: str) -> None:
+    spec = table_spec(name)
+    fields = {f.name: f for f in spec.schema.fields}
+    raw = {f["name"]: f for f in json.loads((SCHEMA_DIR / f"{name}.json").read_text())["fields"]}
+    assert set(spec.personal) == {n for n, f in raw.items() if f.get("personal") is True}
+    assert {n for n in fields if n in PERSONAL} <= set(spec.personal), "URL/path/raw/bytes/biometric columns are personal"
+    # Without the property Delta writes min/max of the first 32 columns (strings cut to 32 characters)
+    # into every commit, checkpoint and checksum of _delta_log, for as long as the log is retained.
+    assert "delta.dataSkippingStatsColumns" in spec.properties, "every table restricts its log statistics"
+    stats = spec.stats_columns
+    assert stats and len(set(stats)) == len(stats)
+    assert set(stats) <= fields.keys(), "stats columns exist"
+    assert not set(stats) & set(spec.personal), f"personal data in {name}'s log statistics"
+    assert not [c for c in stats if NEVER_STATS.search(c)]
+    assert all(isinstance(fields[c].dataType, STATS_TYPES) for c in stats)
+    # Data skipping serves the MERGE key and the Z-order columns; Z-order without their stats is wasted.
+    assert set(spec.key) | set(spec.zorder_by) <= set(stats)
