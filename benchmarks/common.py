@@ -156,7 +156,7 @@ def add_spark_arguments(parser: Any) -> None:
 
 def facelake_config(args: Any, **changes: Any) -> Any:
     """A FacelakeConfig from the code defaults (no file, no environment) plus the benchmark's flags."""
-    from jobs.config import FacelakeConfig
+    from jobs.core.config import FacelakeConfig
 
     # Shuffle and spill files next to the other benchmark files, not under /tmp (slow to create files in here).
     conf: dict[str, str] = {"spark.local.dir": str(BENCH_DIR / "spark-local")}

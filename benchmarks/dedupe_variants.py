@@ -1,6 +1,6 @@
-"""Variants of jobs.dedupe.near_duplicate_pairs, measured side by side (``neardup --impl hinted|proposed``).
+"""Variants of jobs.ingest.dedupe.near_duplicate_pairs, measured side by side (``neardup --impl hinted|proposed``).
 
-``hinted`` is jobs.dedupe's code with one join hint (the minimal fix). ``proposed``: same exact banding (jobs.dedupe.band_plan, radius-1 midpoints), four changes:
+``hinted`` is jobs.ingest.dedupe's code with one join hint (the minimal fix). ``proposed``: same exact banding (jobs.ingest.dedupe.band_plan, radius-1 midpoints), four changes:
 
 1. every (band, key, flip) of a hash comes from one ``inline`` of one array (one scan, no union of
    one scan per band);
@@ -20,8 +20,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.dedupe import BandPlan, band_plan, hamming_col
-from jobs.dedupe import band_keys as jobs_band_keys
+from jobs.ingest.dedupe import BandPlan, band_plan, hamming_col
+from jobs.ingest.dedupe import band_keys as jobs_band_keys
 
 JOIN_HINT = "merge"
 """Join strategy on the key join: "merge" (sort-merge, spills), "shuffle_hash" (no sort, a hash map per task) or
@@ -72,7 +72,7 @@ def near_duplicate_pairs(
     left: DataFrame, right: DataFrame, threshold: int, id_col: str = "image_id", hash_col: str = "phash_long",
     hint: str = JOIN_HINT,
 ) -> DataFrame:
-    """Same output as jobs.dedupe.near_duplicate_pairs: (a_id, b_id, distance), both orders for a self-join."""
+    """Same output as jobs.ingest.dedupe.near_duplicate_pairs: (a_id, b_id, distance), both orders for a self-join."""
     plan = band_plan(threshold)
     xor = F.col("l.hash").bitwiseXOR(F.col("r.hash"))
     return (
@@ -94,7 +94,7 @@ def near_duplicate_pairs_hinted(
     left: DataFrame, right: DataFrame, threshold: int, id_col: str = "image_id", hash_col: str = "phash_long",
     hint: str = JOIN_HINT,
 ) -> DataFrame:
-    """jobs.dedupe.near_duplicate_pairs verbatim plus one join hint: the minimal fix measured as ``--impl hinted``."""
+    """jobs.ingest.dedupe.near_duplicate_pairs verbatim plus one join hint: the minimal fix measured as ``--impl hinted``."""
     plan = band_plan(threshold)
     lk = jobs_band_keys(left.select(F.col(id_col).alias("a_id"), F.col(hash_col).alias("a_hash")), plan, "a_hash")
     rk = jobs_band_keys(right.select(F.col(id_col).alias("b_id"), F.col(hash_col).alias("b_hash")), plan, "b_hash")

@@ -1,9 +1,9 @@
-"""Embed throughput: ``jobs.embed.embed`` on local[N] vs a plain single-process loop over the same models.
+"""Embed throughput: ``jobs.faces.embed.embed`` on local[N] vs a plain single-process loop over the same models.
 
 Both sides run the same insightface models (SCRFD detect -> ``norm_crop`` -> ArcFace-style embed) on
 the same canonical images of a lake ingested from a sample drop, with the same total thread budget:
 Spark ``local[N]`` (N tasks, ``cores // tasks`` onnxruntime threads each, as the job decides) vs one
-Python process calling ``jobs.embed.analyse_images`` with N onnxruntime intra-op threads. Every
+Python process calling ``jobs.faces.embed.analyse_images`` with N onnxruntime intra-op threads. Every
 measured Spark run embeds into a fresh copy of the ingested lake, so each run does the same work.
 Spark runs and reference loops are interleaved (reference, Spark, reference, Spark…) so that the
 drifting load of this shared machine hits both sides alike.
@@ -56,7 +56,7 @@ LAKES = BENCH_DIR / "lakes"
 
 
 def real_detector() -> Path | None:
-    from jobs.models import shared_models_dir
+    from jobs.faces.packs import shared_models_dir
 
     path = shared_models_dir() / "det_500m" / "det_500m.onnx"
     return path if path.is_file() else None
@@ -64,7 +64,7 @@ def real_detector() -> Path | None:
 
 def prepare_pack(which: str) -> tuple[Any, str]:
     """(ModelPack, description): the mixed pack (real SCRFD-500M + generated recognizer) or the generated one."""
-    from jobs.models import GENERATED_PACK, build_generated_pack, resolve_pack
+    from jobs.faces.packs import GENERATED_PACK, build_generated_pack, resolve_pack
 
     detector = real_detector() if which in ("auto", "mixed") else None
     if which == "mixed" and detector is None:
@@ -77,8 +77,8 @@ def prepare_pack(which: str) -> tuple[Any, str]:
 
 def ensure_base_lake(spark: Any, config: Any, drop: Path, n: int, seed: int) -> Path:
     """The lake holding the ingested drop (no faces yet), built once and copied for every measured run."""
-    from jobs.ingest import ingest_drop
-    from jobs.runs import RunContext
+    from jobs.core.runs import RunContext
+    from jobs.ingest.job import ingest_drop
 
     lake = LAKES / f"embed-base-n{n}-seed{seed}"
     done = lake / ".bench-ingested"
@@ -100,7 +100,7 @@ def canonical_images(spark: Any, lake: Path) -> list[tuple[str, bytes]]:
     """What the embed job will process on a fresh copy: canonical, unsuppressed images (ordered by id)."""
     from pyspark.sql import functions as F
 
-    from jobs.tables import read_table
+    from jobs.lake.tables import read_table
 
     suppressed = read_table(spark, str(lake), "suppression").where("kind = 'sha256'").select(
         F.col("value").alias("image_id"))
@@ -114,7 +114,7 @@ def shrink_lake(spark: Any, lake: Path, keep: list[str]) -> None:
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.tables import table_uri
+    from jobs.lake.tables import table_uri
 
     DeltaTable.forPath(spark, table_uri(str(lake), "images")).delete(~F.col("image_id").isin(keep))
 
@@ -122,8 +122,8 @@ def shrink_lake(spark: Any, lake: Path, keep: list[str]) -> None:
 def reference_loop(pack: Any, settings: Any, items: list[tuple[str, bytes]], rec_batch: int,
                    max_pixels: int) -> dict[str, Any]:
     """Load the pack (not timed), warm it on a few images, then one timed pass over every image."""
-    from jobs.embed import FaceStatus, analyse_images
-    from jobs.models import load_pack
+    from jobs.faces.embed import FaceStatus, analyse_images
+    from jobs.faces.packs import load_pack
 
     loaded = load_pack(pack, settings)
     analyse_images(loaded, items[:WARMUP_IMAGES], rec_batch=rec_batch, max_pixels=max_pixels)
@@ -137,7 +137,7 @@ def reference_loop(pack: Any, settings: Any, items: list[tuple[str, bytes]], rec
 
 @contextmanager
 def profile_embed() -> Iterator[Any]:
-    """Wall time of jobs/embed.py by call site; the models stage is the ``localCheckpoint`` in ``embed()`` (the
+    """Wall time of jobs/faces/embed.py by call site; the models stage is the ``localCheckpoint`` in ``embed()`` (the
     mapInPandas), the two in ``_publish()`` materialise the rows to validate and merge.
 
     Spark 4's classic DataFrame overrides the actions of ``pyspark.sql.DataFrame`` (which
@@ -145,9 +145,9 @@ def profile_embed() -> Iterator[Any]:
     """
     from pyspark.sql.classic.dataframe import DataFrame
 
-    import jobs.embed
+    import jobs.faces.embed
 
-    with profile_actions(jobs.embed, ("merge_new_rows", "merge_status", "refresh_tags")) as prof:
+    with profile_actions(jobs.faces.embed, ("merge_new_rows", "merge_status", "refresh_tags")) as prof:
         saved = []
         for name in ("count", "collect", "first", "isEmpty", "localCheckpoint"):
             saved.append((name, getattr(DataFrame, name)))
@@ -163,7 +163,7 @@ def timed_gate(spark: Any, config: Any, run: Any, pack: Any, prof: Any, enabled:
     """The job's own expectations gate (as ``embed`` builds it), timed as one site; or a no-op gate."""
     if not enabled:
         return lambda _table, _rows: None
-    from jobs.quality import publish_gate
+    from jobs.quality.gate import publish_gate
 
     return _TimedGate(publish_gate(spark, config, run, embedding_dim=pack.embedding_dim), prof)
 
@@ -209,11 +209,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
     args = parse_args(argv)
-    from jobs.embed import EmbedOptions, embed
-    from jobs.models import RuntimeSettings, session_options
-    from jobs.quality import QualityGateError
-    from jobs.runs import RunContext, configure_logging
-    from jobs.spark import get_spark
+    from jobs.core.runs import RunContext, configure_logging
+    from jobs.faces.embed import EmbedOptions, embed
+    from jobs.faces.packs import RuntimeSettings, session_options
+    from jobs.lake.session import get_spark
+    from jobs.quality.gate import QualityGateError
 
     cores_list = [int(c) for c in args.cores.split(",") if c.strip()]
     info: dict[str, Any] = {"command": command_line("embed", argv), "machine": machine()}
@@ -321,7 +321,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
                           "load 1-min (start→end)", "other procs' cores"], rows))
     for r in runs:
         if r["side"] == "spark":
-            print(f"\nSpark local[{r['cores']}] #{r['repeat']}: wall time by jobs/embed.py call site\n")
+            print(f"\nSpark local[{r['cores']}] #{r['repeat']}: wall time by jobs/faces/embed.py call site\n")
             print(markdown_table(["site", "calls", "seconds", "share"], r["profile"]))
             print(f"statuses {r['statuses']}, faces {r['faces']}, pack loads per worker {r['pack_loads_per_worker']}")
             if r["report"].get("gate_refused"):

@@ -118,7 +118,7 @@ def clustered_hashes(n: int, seed: int = 0, variant_fraction: float = 0.3, zipf:
 
 
 def _phash_of(job: tuple[str, str, int, int]) -> tuple[str, str] | None:
-    from jobs.imaging import decode_image
+    from jobs.core.imaging import decode_image
 
     root, rel, max_bytes, max_pixels = job
     try:
@@ -130,7 +130,7 @@ def _phash_of(job: tuple[str, str, int, int]) -> tuple[str, str] | None:
 
 
 def drop_hashes(n: int, seed: int = 0, processes: int = 2) -> HashSet:
-    """The pHash (jobs.imaging) of every distinct decodable image of the sample drop of ``n`` lines (cached)."""
+    """The pHash (jobs.core.imaging) of every distinct decodable image of the sample drop of ``n`` lines (cached)."""
     from benchmarks.ingest import answer_key_summary, ensure_drop
 
     cache = BENCH_DIR / f"phash-drop-n{n}-seed{seed}.json"
@@ -149,6 +149,6 @@ def drop_hashes(n: int, seed: int = 0, processes: int = 2) -> HashSet:
         hashes=values,
         parent=np.full(values.shape[0], -1, dtype=np.int64),
         flips=np.zeros(values.shape[0], dtype=np.int8),
-        description=(f"real: jobs.imaging pHash of the {values.shape[0]:,} distinct decodable images of the "
+        description=(f"real: jobs.core.imaging pHash of the {values.shape[0]:,} distinct decodable images of the "
                      f"sample drop n={n} seed={seed}"),
     )

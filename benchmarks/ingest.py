@@ -1,4 +1,4 @@
-"""Ingest throughput: ``jobs.ingest.ingest_drop`` on local Spark vs a plain Python loop doing the same per-file work."""
+"""Ingest throughput: ``jobs.ingest.job.ingest_drop`` on local Spark vs a plain Python loop doing the same per-file work."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class ReferenceCounts:
 
 def ensure_drop(n: int, seed: int) -> Path:
     """The sample drop of ``n`` lines under .cache/bench/, generated once and reused."""
-    from jobs.sample_drop import ANSWER_KEY_NAME, generate_sample_drop
+    from jobs.testdata.sample_drop import ANSWER_KEY_NAME, generate_sample_drop
 
     drop = BENCH_DIR / f"drop-n{n}-seed{seed}"
     if not (drop / ANSWER_KEY_NAME).is_file():  # the answer key is renamed into place last
@@ -50,7 +50,7 @@ def ensure_drop(n: int, seed: int) -> Path:
 
 
 def answer_key_summary(drop: Path) -> dict[str, Any]:
-    from jobs.sample_drop import ANSWER_KEY_NAME
+    from jobs.testdata.sample_drop import ANSWER_KEY_NAME
 
     key = json.loads((drop / ANSWER_KEY_NAME).read_text())
     return {"summary": key["summary"], "limits": key["limits"]}
@@ -58,7 +58,7 @@ def answer_key_summary(drop: Path) -> dict[str, Any]:
 
 def referenced_paths(drop: Path, counts: ReferenceCounts) -> list[str]:
     """Parse every manifest line (as the job does) and return the distinct image paths of valid lines."""
-    from jobs.manifest import ManifestRecord, parse_line
+    from jobs.core.manifest import ManifestRecord, parse_line
 
     text = (drop / "manifest.jsonl").read_text(encoding="utf-8")
     paths: set[str] = set()
@@ -76,7 +76,7 @@ def referenced_paths(drop: Path, counts: ReferenceCounts) -> list[str]:
 
 def _decode_one(job: tuple[str, str, int, int]) -> str:
     """Read and decode one file; returns 'ok' or the quarantine reason."""
-    from jobs.imaging import decode_image
+    from jobs.core.imaging import decode_image
 
     root, rel, max_bytes, max_pixels = job
     try:
@@ -122,10 +122,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    import jobs.ingest
-    from jobs.ingest import ingest_drop
-    from jobs.runs import RunContext, configure_logging
-    from jobs.spark import get_spark
+    import jobs.ingest.job
+    from jobs.core.runs import RunContext, configure_logging
+    from jobs.ingest.job import ingest_drop
+    from jobs.lake.session import get_spark
 
     info: dict[str, Any] = {"command": command_line("ingest", argv), "machine": machine()}
     rec = Recorder()
@@ -158,18 +158,18 @@ def main(argv: list[str]) -> int:
         spark = get_spark(config, "facelake-bench-ingest")
     info["spark"] = spark_facts(spark)
     hooks = tuple(h for h in ("init_lake", "load_suppression", "merge_new_rows", "upsert_rows", "_assign_canonicals")
-                  if hasattr(jobs.ingest, h))
-    gates = ("publish_gate",) if hasattr(jobs.ingest, "publish_gate") else ()
+                  if hasattr(jobs.ingest.job, h))
+    gates = ("publish_gate",) if hasattr(jobs.ingest.job, "publish_gate") else ()
     # The first ingest in a process pays one-off costs (JIT, Delta/GX initialisation, table creation);
     # under Airflow every task is a new process and pays them again.
-    with profile_actions(jobs.ingest, hooks, gates) as prof0, \
+    with profile_actions(jobs.ingest.job, hooks, gates) as prof0, \
             rec.phase(f"warm-up ingest ({WARMUP_N} lines, fresh process and lake, not counted)"):
         ingest_drop(spark, config.replace(lake=str(warm_lake), drop=str(warm_drop)), RunContext(job="bench-warmup"))
 
     run_config = config.replace(lake=str(lake), drop=str(drop))
-    with profile_actions(jobs.ingest, hooks, gates) as prof1, rec.phase("ingest #1 (fresh lake)"):
+    with profile_actions(jobs.ingest.job, hooks, gates) as prof1, rec.phase("ingest #1 (fresh lake)"):
         first = ingest_drop(spark, run_config, RunContext(job="bench-ingest"))
-    with profile_actions(jobs.ingest, hooks, gates) as prof2, rec.phase("ingest #2 (same drop: no-op)"):
+    with profile_actions(jobs.ingest.job, hooks, gates) as prof2, rec.phase("ingest #2 (same drop: no-op)"):
         second = ingest_drop(spark, run_config, RunContext(job="bench-ingest"))
     spark.stop()
     # The reference again, after Spark: the load on this shared machine drifts; this brackets it.
@@ -206,7 +206,7 @@ def main(argv: list[str]) -> int:
     warm = next(p for p in rec.phases if p.name.startswith("warm-up"))
     for title, prof, phase in (("warm-up ingest", prof0, warm), ("ingest #1", prof1, rec.get("ingest #1 (fresh lake)")),
                                ("ingest #2", prof2, rec.get("ingest #2 (same drop: no-op)"))):
-        print(f"\n{title}: wall time by the jobs/ingest.py line that triggered it (outermost Spark action or MERGE)\n")
+        print(f"\n{title}: wall time by the jobs/ingest/job.py line that triggered it (outermost Spark action or MERGE)\n")
         print(markdown_table(["site", "calls", "seconds", "share"], prof.rows(phase.seconds)))
     print(f"\nreference outcomes (1 process): {dict(sorted(ref1.outcomes.items()))}, bad lines {ref1.bad_lines}")
     print(f"ingest #1 quarantine: {first.quarantine}\ninserted #1: {first.inserted}\ninserted #2: {second.inserted}")

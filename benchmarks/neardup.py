@@ -1,4 +1,4 @@
-"""Near-duplicate pHash join: jobs.dedupe.near_duplicate_pairs on Spark vs numpy brute force and imagededup."""
+"""Near-duplicate pHash join: jobs.ingest.dedupe.near_duplicate_pairs on Spark vs numpy brute force and imagededup."""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="seconds per imagededup method without its own budget; sizes predicted (n^2) to "
                              "exceed it are extrapolated, not run (default 900)")
     parser.add_argument("--threads", type=int, default=2, help="brute-force threads and imagededup workers")
-    parser.add_argument("--skip-candidates", action="store_true", help="skip jobs.dedupe.candidate_count")
+    parser.add_argument("--skip-candidates", action="store_true", help="skip jobs.ingest.dedupe.candidate_count")
     parser.add_argument("--impl", choices=("jobs", "hinted", "proposed"), default="jobs",
-                        help="jobs.dedupe (default), or a variant in benchmarks/dedupe_variants.py")
+                        help="jobs.ingest.dedupe (default), or a variant in benchmarks/dedupe_variants.py")
     parser.add_argument("--join-hint", default="merge",
                         help="join hint of the variants: merge, shuffle_hash or broadcast_left")
     parser.add_argument("--parts", type=int, default=None, help="input parquet files (default: shuffle partitions)")
@@ -141,7 +141,7 @@ def imagededup_ladder(hs: HashSet, truth: Pairs, args: argparse.Namespace, metho
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from jobs.dedupe import band_plan
+    from jobs.ingest.dedupe import band_plan
 
     info: dict[str, Any] = {"command": command_line("neardup", argv), "machine": machine()}
     rec = Recorder()
@@ -187,7 +187,7 @@ def main(argv: list[str]) -> int:
     # 3. Spark.
     if args.impl == "hinted":
         from benchmarks.dedupe_variants import near_duplicate_pairs_hinted
-        from jobs.dedupe import candidate_count
+        from jobs.ingest.dedupe import candidate_count
 
         def near_duplicate_pairs(left: Any, right: Any, threshold: int) -> Any:
             return near_duplicate_pairs_hinted(left, right, threshold, hint=args.join_hint)
@@ -200,11 +200,11 @@ def main(argv: list[str]) -> int:
         def candidate_count(left: Any, right: Any, threshold: int) -> int:
             return dedupe_variants.candidate_count(left, right, threshold, hint=args.join_hint)
     else:
-        from jobs.dedupe import candidate_count, near_duplicate_pairs
-    from jobs.runs import configure_logging
-    from jobs.spark import get_spark
+        from jobs.ingest.dedupe import candidate_count, near_duplicate_pairs
+    from jobs.core.runs import configure_logging
+    from jobs.lake.session import get_spark
 
-    label = "jobs.dedupe" if args.impl == "jobs" else f"{args.impl}, {args.join_hint}"
+    label = "jobs.ingest.dedupe" if args.impl == "jobs" else f"{args.impl}, {args.join_hint}"
     config = facelake_config(args)
     parts = args.parts or config.shuffle_partitions
     src = write_input(hs, tag, parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from jobs.subprocess_task import URI_RULES, URI_SCHEMA, run_facelake
+from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facelake
 
 
 @dag(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import FacelakeConfig, load_config
+from jobs.core.config import FacelakeConfig, load_config
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def spark_config(tmp_path_factory: pytest.TempPathFactory) -> FacelakeConfig:
 @pytest.fixture(scope="session")
 def spark(spark_config: FacelakeConfig):
     """The one SparkSession of the test run (local[2], 2 shuffle partitions, UI off)."""
-    from jobs.spark import get_spark
+    from jobs.lake.session import get_spark
 
     session = get_spark(spark_config, "facelake-tests")
     yield session
@@ -50,7 +50,7 @@ def config(spark_config: FacelakeConfig, lake: str) -> FacelakeConfig:
 @pytest.fixture(scope="session")
 def sample_drop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small deterministic sample drop shared by the tests that only read it."""
-    from jobs.sample_drop import generate_sample_drop
+    from jobs.testdata.sample_drop import generate_sample_drop
 
     drop = tmp_path_factory.mktemp("sample") / "drop"
     generate_sample_drop(drop, n=120, seed=7)
@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # py4j logs at INFO while the JVM shuts down, after pytest has closed its capture streams.
     logging.getLogger("py4j").setLevel(logging.WARNING)
     # Airflow reads its home at import time: give the test run its own SQLite home, never ~/airflow.
-    from jobs.airflow_local import airflow_env
+    from jobs.orchestration.airflow_local import airflow_env
 
     home = Path(tempfile.mkdtemp(prefix="facelake-airflow-"))
     for key, value in airflow_env(home).items():

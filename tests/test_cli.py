@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import COMMANDS, build_parser, main
+from jobs.commands.cli import COMMANDS, build_parser, main
 
 FACELAKE = str(Path(sys.executable).parent / "facelake")
 
@@ -22,7 +22,7 @@ def test_console_script_lists_every_command() -> None:
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "sample-drop"])
 def test_every_job_command_takes_lake(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args([command, "--help"])
+        build_parser([command, "--help"]).parse_args([command, "--help"])
     assert exit_info.value.code == 0
     assert "--lake" in capsys.readouterr().out
 
@@ -42,3 +42,22 @@ def test_sample_drop_command(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "manifest.jsonl").is_file()
     assert (tmp_path / "d" / "answer_key.json").is_file()
     assert "60" in out
+
+
+def test_top_level_help_is_fast_and_imports_no_engine() -> None:
+    # Generous bound for a loaded CI machine; the real figure is tens of milliseconds.
+    import time
+
+    started = time.monotonic()
+    out = subprocess.run([FACELAKE, "--help"], capture_output=True, text=True, check=True).stdout
+    assert time.monotonic() - started < 1.0 and "ingest" in out
+    probe = (
+        "import sys, contextlib, io\n"
+        "from jobs.commands.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "heavy = ('pyspark', 'great_expectations', 'onnxruntime', 'insightface', 'airflow', 'delta', 'pandas')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import FacelakeConfig, add_config_arguments, config_from_args, load_config, log_config
+from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, load_config, log_config
 
 
 def test_defaults_when_nothing_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from jobs.airflow_local import PROJECT_ROOT, run_dag
-from jobs.config import FacelakeConfig
-from jobs.tables import read_table, table_uri
+from jobs.core.config import FacelakeConfig
+from jobs.lake.tables import read_table, table_uri
+from jobs.orchestration.airflow_local import PROJECT_ROOT, run_dag
 
 
 def test_dagbag_imports_every_dag_without_errors_quickly() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.airflow_local import PROJECT_ROOT, migrate_db
-from jobs.subprocess_task import CLI_ENV
+from jobs.orchestration.airflow_local import PROJECT_ROOT, migrate_db
+from jobs.orchestration.subprocess_task import CLI_ENV
 
 # Records what it was run with, says something on stdout and stderr, and exits with $RECORDER_EXIT.
 RECORDER = """\
@@ -124,12 +124,12 @@ def test_failing_job_fails_the_task_with_its_exit_code_and_its_output_in_the_log
     caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("RECORDER_EXIT", "3")
-    with caplog.at_level(logging.INFO, logger="jobs.subprocess_task"):
+    with caplog.at_level(logging.INFO, logger="jobs.orchestration.subprocess_task"):
         run = trigger("facelake_ingest", {"drop": "/drops/d1"})
     assert states(run) == {"ingest": "failed", "embed": "upstream_failed"}
     assert str(run.state) == "failed"
     assert [c["argv"] for c in recorded()] == [["ingest", "--drop", "/drops/d1"]]
-    logged = [r.getMessage() for r in caplog.records if r.name == "jobs.subprocess_task"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "jobs.orchestration.subprocess_task"]
     # The child's stdout and stderr are streamed line by line into the task log.
     assert "recorder says hello on stdout" in logged
     assert "recorder says hello on stderr" in logged

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.dedupe import (
+from jobs.ingest.dedupe import (
     Member,
     assign_canonicals,
     band_plan,

@@ -1,4 +1,4 @@
-"""Reading drop files (jobs.dropfiles): links never followed, special files refused, sizes bounded."""
+"""Reading drop files (jobs.core.dropfiles): links never followed, special files refused, sizes bounded."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.dropfiles import local_root, read_drop_file, read_local, read_object_store
-from jobs.reasons import QuarantineReason as R
+from jobs.core.dropfiles import local_root, read_drop_file, read_local, read_object_store
+from jobs.core.reasons import QuarantineReason as R
 
 
 @pytest.fixture

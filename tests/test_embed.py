@@ -18,12 +18,12 @@ from PIL import Image
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import models
-from jobs.config import FacelakeConfig
-from jobs.embed import EmbedOptions, IncompletePackError, drop_other_packs, embed, main
-from jobs.runs import RunContext
-from jobs.schemas import schema_differences, schema_of
-from jobs.tables import merge_new_rows, read_table, table_uri, upsert_rows
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.faces import packs as models
+from jobs.faces.embed import EmbedOptions, IncompletePackError, drop_other_packs, embed, main
+from jobs.lake.schemas import schema_differences, schema_of
+from jobs.lake.tables import merge_new_rows, read_table, table_uri, upsert_rows
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -282,7 +282,7 @@ def test_both_suites_recorded_in_one_dq_results_commit(spark: SparkSession, embe
 def test_a_failed_expectation_publishes_nothing_and_is_recorded(
     spark: SparkSession, embedded: dict, images: dict, tmp_path: Path
 ) -> None:
-    from jobs.quality import QualityGateError, publish_gate
+    from jobs.quality.gate import QualityGateError, publish_gate
 
     lake = str(tmp_path / "lake")
     config = embedded["config"].replace(lake=lake)
@@ -300,7 +300,7 @@ def test_a_failed_expectation_publishes_nothing_and_is_recorded(
 def test_content_erased_while_the_gate_runs_is_not_written(
     spark: SparkSession, embedded: dict, images: dict, tmp_path: Path
 ) -> None:
-    from jobs.quality import publish_gate
+    from jobs.quality.gate import publish_gate
 
     lake = str(tmp_path / "lake")
     config = embedded["config"].replace(lake=lake)
@@ -325,7 +325,7 @@ def test_content_erased_while_the_gate_runs_is_not_written(
 def test_worker_allocator_tuning_takes_on_glibc() -> None:
     import platform
 
-    from jobs.embed import tune_allocator
+    from jobs.faces.embed import tune_allocator
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")

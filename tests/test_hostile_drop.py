@@ -19,11 +19,11 @@ from hostile_drop import (
 )
 from pyspark.sql import SparkSession
 
-from jobs.config import FacelakeConfig
-from jobs.ingest import ingest_drop
-from jobs.runs import RunContext
-from jobs.schemas import schema_of, table_names
-from jobs.tables import merge_new_rows, read_table
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.ingest.job import ingest_drop
+from jobs.lake.schemas import schema_of, table_names
+from jobs.lake.tables import merge_new_rows, read_table
 
 
 class _Collect(logging.Handler):

@@ -1,11 +1,11 @@
-"""The one host normaliser (jobs.hosts): browser-equivalent hosts for policy, columns, suppression and erasure."""
+"""The one host normaliser (jobs.core.hosts): browser-equivalent hosts for policy, columns, suppression and erasure."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.hosts import host_of, host_under, normalize_host
-from jobs.policy import load_policy, tags_for_source
+from jobs.core.hosts import host_of, host_under, normalize_host
+from jobs.core.policy import load_policy, tags_for_source
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_policy_country_spellings(country: str, uk: bool) -> None:
 def test_policy_file_examples_hold() -> None:
     import tomllib
 
-    from jobs.policy import DEFAULT_POLICY
+    from jobs.core.policy import DEFAULT_POLICY
 
     raw = tomllib.loads(DEFAULT_POLICY.read_text())["tags"]["uk"]
     policy = load_policy()

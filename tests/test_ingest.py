@@ -12,14 +12,14 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import FacelakeConfig
-from jobs.imaging import hamming
-from jobs.ingest import WRITE_ORDER, InjectedFailure, ingest_drop, read_drop_id
-from jobs.manifest import drop_id_for
-from jobs.runs import RunContext
-from jobs.schemas import schema_differences, schema_of
-from jobs.suppression import url_digest
-from jobs.tables import merge_new_rows, read_table, table_uri
+from jobs.core.config import FacelakeConfig
+from jobs.core.imaging import hamming
+from jobs.core.manifest import drop_id_for
+from jobs.core.runs import RunContext
+from jobs.ingest.job import WRITE_ORDER, InjectedFailure, ingest_drop, read_drop_id
+from jobs.ingest.suppression import url_digest
+from jobs.lake.schemas import schema_differences, schema_of
+from jobs.lake.tables import merge_new_rows, read_table, table_uri
 
 
 def _key(drop: Path) -> dict:
@@ -154,7 +154,7 @@ def test_written_tables_match_their_schemas(spark: SparkSession, ingested: dict)
 
 
 def test_every_commit_names_its_run_drop_and_input_versions(spark: SparkSession, ingested: dict) -> None:
-    from jobs.lake import Lake, history_records
+    from jobs.lake.api import Lake, history_records
 
     lake = Lake(spark, ingested["lake"])
     for name in WRITE_ORDER:
@@ -267,7 +267,7 @@ def test_a_crash_between_writes_is_repaired_by_the_rerun(
 def test_retag_applies_a_changed_policy_without_the_drop(
     spark: SparkSession, ingested: dict, tmp_path: Path
 ) -> None:
-    from jobs.retag import retag
+    from jobs.ingest.retag import retag
 
     lake = str(tmp_path / "lake")
     shutil.copytree(ingested["lake"], lake)
@@ -299,7 +299,7 @@ def test_retag_applies_a_changed_policy_without_the_drop(
 
 
 def test_a_failed_expectation_publishes_nothing(spark: SparkSession, ingested: dict, tmp_path: Path) -> None:
-    from jobs.quality import QualityGateError, publish_gate
+    from jobs.quality.gate import QualityGateError, publish_gate
 
     lake = str(tmp_path / "lake")
     config = ingested["config"].replace(lake=lake)

@@ -1,4 +1,4 @@
-"""jobs.lake: time travel by version and timestamp, run history, diffs, guarded restore, purged versions."""
+"""jobs.lake.api: time travel by version and timestamp, run history, diffs, guarded restore, purged versions."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from jobs.lake import CHANGE_TYPE, Lake, LakeError, PurgedVersionError, history_records
-from jobs.runs import RunContext
-from jobs.schemas import table_spec
-from jobs.tables import commit_metadata, ensure_table, merge_new_rows, table_uri, upsert_rows
+from jobs.core.runs import RunContext
+from jobs.lake.api import CHANGE_TYPE, Lake, LakeError, PurgedVersionError, history_records
+from jobs.lake.schemas import table_spec
+from jobs.lake.tables import commit_metadata, ensure_table, merge_new_rows, table_uri, upsert_rows
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 # CLI commands run in-process reuse the test session: keep its settings (getOrCreate applies flags).
@@ -259,7 +259,7 @@ def test_history_and_restore_commands(own_history_lake: dict, spark: SparkSessio
                                       capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from jobs.cli import main
+    from jobs.commands.cli import main
 
     lake: Lake = own_history_lake["lake"]
     assert main(["history", "faces", "--lake", lake.root, "--json", "--limit", "2", *SESSION]) == 0

@@ -1,4 +1,4 @@
-"""jobs.maintain: results stay identical, short retention ends time travel clearly, old tables lose personal log stats."""
+"""jobs.lake.maintain: results stay identical, short retention ends time travel clearly, old tables lose personal log stats."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import FacelakeConfig
-from jobs.lake import Lake, PurgedVersionError
-from jobs.maintain import interval_hours, maintain, optimize_plan, properties_to_set
-from jobs.runs import RunContext
-from jobs.tables import ensure_table, merge_new_rows, upsert_rows
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.lake.api import Lake, PurgedVersionError
+from jobs.lake.maintain import interval_hours, maintain, optimize_plan, properties_to_set
+from jobs.lake.tables import ensure_table, merge_new_rows, upsert_rows
 from tests.test_lake import assert_same_rows, faces, history_records, rows
 from tests.test_privacy import LOG_KINDS, file_holds_marker, log_files, log_kind, log_version, marker_rows
 

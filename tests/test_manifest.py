@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobs.manifest import ManifestRecord, Rejection, drop_id_for, parse_line, safe_relative_path
-from jobs.reasons import QuarantineReason as R
+from jobs.core.manifest import ManifestRecord, Rejection, drop_id_for, parse_line, safe_relative_path
+from jobs.core.reasons import QuarantineReason as R
 
 GOOD = {"image_path": "images/a.jpg", "source_url": "https://www.example.co.uk/a.jpg", "crawled_at": "2026-03-01T10:00:00+01:00"}
 

@@ -15,9 +15,9 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from jobs import models
-from jobs.embed import FaceStatus, FailureReason, analyse_images
-from jobs.models import (
+from jobs.faces import packs as models
+from jobs.faces.embed import FaceStatus, FailureReason, analyse_images
+from jobs.faces.packs import (
     GENERATED_DETECTOR,
     GENERATED_RECOGNIZER,
     ModelPackError,

@@ -14,13 +14,13 @@ import pytest
 from nbclient import NotebookClient
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.config import FacelakeConfig
-from jobs.embed import embed
-from jobs.ingest import ingest_drop
-from jobs.lake import Lake
-from jobs.runs import RunContext
-from jobs.sample_drop import generate_sample_drop
-from jobs.tables import table_uri
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.faces.embed import embed
+from jobs.ingest.job import ingest_drop
+from jobs.lake.api import Lake
+from jobs.lake.tables import table_uri
+from jobs.testdata.sample_drop import generate_sample_drop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore.ipynb"

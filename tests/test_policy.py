@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.policy import host_of, host_under, load_policy, tags_for_source
+from jobs.core.policy import host_of, host_under, load_policy, tags_for_source
 
 POLICY = load_policy()
 

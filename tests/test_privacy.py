@@ -11,9 +11,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from jobs.runs import RunContext
-from jobs.schemas import table_names, table_spec
-from jobs.tables import ensure_table, merge_new_rows
+from jobs.core.runs import RunContext
+from jobs.lake.schemas import table_names, table_spec
+from jobs.lake.tables import ensure_table, merge_new_rows
 from tests.test_lake import rows
 
 # Short enough that Delta's 32-character string statistics would hold it whole, in every column.

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from pyspark.sql import types as T
 
-from jobs import quality
-from jobs.config import FacelakeConfig
-from jobs.runs import RunContext
-from jobs.schemas import schema_differences, schema_of, table_names
-from jobs.tables import read_table
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.lake.schemas import schema_differences, schema_of, table_names
+from jobs.lake.tables import read_table
+from jobs.quality import gate as quality
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DROP = "0123456789abcdef"
@@ -408,7 +408,7 @@ def _suppress_host(row: dict[str, Any], case: Case) -> list[str]:
 
 
 def _suppress_url(row: dict[str, Any], case: Case) -> list[str]:
-    from jobs.suppression import url_digest
+    from jobs.ingest.suppression import url_digest
 
     digest = url_digest(row["source_url"].upper() + "#fragment")  # the same URL, as ingest normalises it
     case.suppression.append({**suppression_row(2), "suppression_id": h64("s", digest), "value": digest})
@@ -670,15 +670,15 @@ def test_every_expectation_has_a_break():
 
 def test_vocabularies_match_the_code():
     """Sets written into suites agree with the enums and policy the jobs use."""
-    from jobs.policy import load_policy
-    from jobs.reasons import QuarantineReason
+    from jobs.core.policy import load_policy
+    from jobs.core.reasons import QuarantineReason
 
     assert quality.default_parameters()["jurisdiction_vocabulary"] == load_policy().vocabulary
     assert quality.default_parameters()["quarantine_reasons"] == sorted(QuarantineReason)
     try:
-        from jobs.embed import FaceStatus, FailureReason
+        from jobs.faces.embed import FaceStatus, FailureReason
     except ImportError:  # pragma: no cover - the embed job is optional here
-        pytest.skip("jobs.embed not importable")
+        pytest.skip("jobs.faces.embed not importable")
     kwargs = {e.expectation_id: e.kwargs for e in quality.suite_spec("face_status").expectations}
     assert sorted(kwargs["expect_column_values_to_be_in_set(status)"]["value_set"]) == sorted(FaceStatus)
     assert sorted(kwargs["expect_column_values_to_be_in_set(reason)"]["value_set"]) == sorted(FailureReason)
@@ -824,7 +824,7 @@ def test_data_docs_copy_to_object_store_uri(spark, tmp_path):
 
 
 def test_check_suppressed_matches_sha_phash_and_host_suffix(spark):
-    from jobs.suppression import url_digest
+    from jobs.ingest.suppression import url_digest
 
     images = frame(spark, "images", [image_row(i) for i in range(3)])
     sources = frame(spark, "image_sources", [source_row(i) for i in range(5)])
@@ -852,7 +852,7 @@ def test_check_suppressed_matches_sha_phash_and_host_suffix(spark):
 def test_verify_erased_over_versions(spark, lake):
     from delta.tables import DeltaTable
 
-    from jobs.tables import table_uri
+    from jobs.lake.tables import table_uri
 
     uk, other = image_row(0), image_row(1)
     assert uk["jurisdiction_tags"] == ["uk"] and other["jurisdiction_tags"] == []
@@ -885,7 +885,7 @@ def test_verify_erased_over_versions(spark, lake):
 
 
 def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
-    from jobs.quality import LANDMARK_MARGIN, check_landmarks_in_box
+    from jobs.quality.gate import LANDMARK_MARGIN, check_landmarks_in_box
 
     box = [100.0, 200.0, 200.0, 400.0]  # 100 wide, 200 high
     inside = [120.0, 250.0, 180.0, 250.0, 150.0, 300.0, 130.0, 350.0, 170.0, 350.0]
@@ -915,8 +915,8 @@ def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
 def test_every_not_null_column_of_a_table_is_checked_by_its_suite() -> None:
     # Delta enforces NOT NULL at write time, after the gate: an unchecked column would let one NULL
     # (e.g. the host of a URL the parser could not read) pass the gate and then fail the whole MERGE.
-    from jobs.quality import suite_names, suite_spec
-    from jobs.schemas import schema_of
+    from jobs.lake.schemas import schema_of
+    from jobs.quality.gate import suite_names, suite_spec
 
     for name in suite_names():
         spec = suite_spec(name)

@@ -12,16 +12,16 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import models
-from jobs.config import FacelakeConfig
-from jobs.embed import embed
-from jobs.ingest import ingest_drop
-from jobs.quality import QualityGateError
-from jobs.retag import retag
-from jobs.runs import RunContext
-from jobs.sample_drop import generate_sample_drop
-from jobs.schemas import schema_of, table_names
-from jobs.tables import merge_new_rows, read_table, table_uri, upsert_rows
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.faces import packs as models
+from jobs.faces.embed import embed
+from jobs.ingest.job import ingest_drop
+from jobs.ingest.retag import retag
+from jobs.lake.schemas import schema_of, table_names
+from jobs.lake.tables import merge_new_rows, read_table, table_uri, upsert_rows
+from jobs.quality.gate import QualityGateError
+from jobs.testdata.sample_drop import generate_sample_drop
 
 PUBLISHED = ("image_sources", "images", "faces", "face_status", "crawl_manifest", "quarantine")
 

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy.fft import dctn
 
-from jobs.reasons import QuarantineReason as R
-from jobs.sample_drop import (
+from jobs.core.reasons import QuarantineReason as R
+from jobs.testdata.sample_drop import (
     ALL_KINDS,
     SampleDropSummary,
     add_arguments,

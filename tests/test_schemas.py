@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import types as T
 from pyspark.sql.types import ArrayType, BinaryType, FloatType, StringType, TimestampType
 
-from jobs.schemas import SCHEMA_DIR, schema_differences, schema_of, table_names, table_spec
+from jobs.lake.schemas import SCHEMA_DIR, schema_differences, schema_of, table_names, table_spec
 
 DESIGN_TABLES = {
     "crawl_manifest", "images", "image_sources", "faces", "quarantine", "suppression", "erasure_audit", "dq_results",

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import FacelakeConfig
-from jobs.spark import _ships_with_spark, cached_jars, delta_package, java_major_version, spark_settings
+from jobs.core.config import FacelakeConfig
+from jobs.lake.session import (
+    _ships_with_spark,
+    cached_jars,
+    delta_package,
+    java_major_version,
+    spark_settings,
+)
 
 
 def test_settings_configure_delta_and_quiet_local_runs() -> None:

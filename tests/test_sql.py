@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import FacelakeConfig
-from jobs.lake import LakeError
-from jobs.runs import RunContext
-from jobs.sql import format_table, jsonable, parse_versions, run_sql
-from jobs.tables import merge_new_rows
+from jobs.commands.sql import format_table, jsonable, parse_versions, run_sql
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.lake.api import LakeError
+from jobs.lake.tables import merge_new_rows
 from tests.test_lake import faces, rows
 
 FACELAKE = str(Path(sys.executable).parent / "facelake")

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from jobs.runs import RunContext
-from jobs.schemas import schema_differences, schema_of, table_names
-from jobs.tables import init_lake, merge_new_rows, read_table, table_uri
+from jobs.core.runs import RunContext
+from jobs.lake.schemas import schema_differences, schema_of, table_names
+from jobs.lake.tables import init_lake, merge_new_rows, read_table, table_uri
 
 
 def _manifest_rows(spark: SparkSession, n: int, drop_id: str = "d" * 16):

@@ -1,0 +1,1 @@
+"""The `facelake` CLI: one registry of lazily imported commands (nothing imports this package)."""

@@ -1,0 +1,1 @@
+"""Pure building blocks, no Spark: config, the drop contract, hosts, images, policy, run identity."""

@@ -1,0 +1,97 @@
+"""Decode and hash one image (pure, no Spark): limits, EXIF orientation, sha256 and a 64-bit pHash."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from scipy.fft import dctn
+
+from jobs.core.reasons import QuarantineReason
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
+PHASH_BITS = 64
+
+# Truncated files must fail, not decode half-grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The outcome for one file: either hashes and geometry, or a quarantine reason."""
+
+    sha256: str | None
+    byte_size: int
+    phash: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    reason: QuarantineReason | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def phash(image: Image.Image) -> str:
+    """64-bit DCT perceptual hash as 16 hex chars (32x32 greyscale, 8x8 low frequencies vs their median)."""
+    grey = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    coeffs = dctn(np.asarray(grey, dtype=np.float64), type=2, norm="ortho")[:8, :8]
+    bits = (coeffs > np.median(coeffs)).flatten()
+    value = 0
+    for bit in bits:
+        value = (value << 1) | int(bit)
+    return f"{value:016x}"
+
+
+def hamming(a: str, b: str) -> int:
+    """Bits that differ between two hex hashes."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def decode_image(data: bytes | None, max_bytes: int, max_pixels: int) -> Decoded:
+    """Validate, decode (first frame, EXIF orientation applied) and hash one file's bytes."""
+    if data is None:
+        return Decoded(None, 0, reason=QuarantineReason.MISSING_FILE, detail="no file at image_path")
+    size = len(data)
+    digest = sha256_hex(data)
+    if size == 0:
+        return Decoded(digest, 0, reason=QuarantineReason.EMPTY_FILE, detail="zero bytes")
+    if size > max_bytes:
+        return Decoded(digest, size, reason=QuarantineReason.TOO_MANY_BYTES, detail=f"{size} bytes > limit {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning; we apply our own limit
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "?"
+            width, height = image.size
+            if fmt not in SUPPORTED_FORMATS:
+                return Decoded(digest, size, reason=QuarantineReason.NOT_AN_IMAGE, detail=f"unsupported format {fmt}")
+            # Checked from the header before decoding a single pixel: a bomb is cheap on disk.
+            if width * height > max_pixels:
+                return Decoded(digest, size, width=width, height=height, format=fmt,
+                               reason=QuarantineReason.TOO_MANY_PIXELS,
+                               detail=f"{width}x{height} > limit {max_pixels} pixels")
+            image.seek(0)  # first frame of an animation
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError:
+        return Decoded(digest, size, reason=QuarantineReason.NOT_AN_IMAGE, detail="not a known image format")
+    except Image.DecompressionBombError as exc:
+        return Decoded(digest, size, reason=QuarantineReason.TOO_MANY_PIXELS, detail=str(exc)[:200])
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        truncated = isinstance(exc, EOFError) or "truncated" in text.lower() or "end of file" in text.lower()
+        reason = QuarantineReason.TRUNCATED_IMAGE if truncated else QuarantineReason.CORRUPT_IMAGE
+        return Decoded(digest, size, format=None, reason=reason, detail=f"{type(exc).__name__}: {text[:160]}")
+    width, height = image.size
+    return Decoded(digest, size, phash=phash(image), width=width, height=height, format=fmt)

@@ -1,0 +1,1 @@
+"""Faces: model packs (resolution, identity, generated test pack) and the embed job."""

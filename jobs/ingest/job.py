@@ -1,0 +1,484 @@
+"""Ingest stage: a crawl drop -> validated, decoded, hashed, deduplicated and tagged rows in Delta.
+
+Steps (each a function below): parse the manifest; drop suppressed URLs; read and decode every
+referenced file on the executors; quarantine what fails; drop suppressed content; build
+provenance rows; find near duplicates against the drop and the table; pick canonicals; union
+jurisdiction tags over each cluster; then write image_sources -> images -> crawl_manifest ->
+quarantine, each an idempotent MERGE. Sources are written first so a crash never leaves an image
+without its provenance; a rerun completes what a crashed run left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
+from jobs.core.dropfiles import object_store_options, read_drop_file
+from jobs.core.imaging import decode_image, hamming
+from jobs.core.manifest import UTF8_BOM, ManifestRecord, Rejection, drop_id_for, parse_line
+from jobs.core.policy import Policy, load_policy, tags_for_source
+from jobs.core.runs import RunContext, configure_logging
+from jobs.ingest.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_long_col
+from jobs.ingest.suppression import load_suppression, url_sha256, without_suppressed_hosts
+from jobs.lake.tables import (
+    ensure_table,
+    init_lake,
+    merge_new_rows,
+    only_new,
+    pin_read_versions,
+    read_table,
+    upsert_rows,
+)
+from jobs.quality.gate import publish_gate
+
+log = logging.getLogger("facelake.ingest")
+
+MANIFEST_NAME = "manifest.jsonl"
+WRITE_ORDER = ("image_sources", "images", "crawl_manifest", "quarantine")
+
+# One row per manifest line, valid or not, before it is split into crawl_manifest and quarantine.
+_PARSED = T.StructType(
+    [
+        T.StructField("line_no", T.IntegerType(), False),
+        T.StructField("ok", T.BooleanType(), False),
+        T.StructField("image_path", T.StringType()),
+        T.StructField("source_url", T.StringType()),
+        T.StructField("source_host", T.StringType()),
+        T.StructField("page_url", T.StringType()),
+        T.StructField("page_host", T.StringType()),
+        T.StructField("crawled_at", T.TimestampType()),
+        T.StructField("country", T.StringType()),
+        T.StructField("tags", T.ArrayType(T.StringType())),
+        T.StructField("platform", T.StringType()),
+        T.StructField("extra", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("detail", T.StringType()),
+        T.StructField("raw_line", T.StringType()),
+    ]
+)
+
+_DECODED = T.StructType(
+    [
+        T.StructField("image_path", T.StringType()),
+        T.StructField("sha256", T.StringType()),
+        T.StructField("byte_size", T.LongType()),
+        T.StructField("phash", T.StringType()),
+        T.StructField("width", T.IntegerType()),
+        T.StructField("height", T.IntegerType()),
+        T.StructField("format", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("detail", T.StringType()),
+        T.StructField("content", T.BinaryType()),
+    ]
+)
+# Decoded rows are yielded in chunks of about this many image bytes, so a batch of paths never
+# holds more than that in a Python worker, whatever Arrow's records-per-batch setting.
+DECODE_CHUNK_BYTES = 64 << 20
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose after a write step (``fail_after``) to test crash recovery."""
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did: counts per outcome and per quarantine reason, rows inserted per table."""
+
+    drop_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantine: dict[str, int] = field(default_factory=dict)
+    inserted: dict[str, int] = field(default_factory=dict)
+
+
+def _parsed_row(line: bytes, line_no: int) -> tuple[Any, ...]:
+    parsed = parse_line(line, line_no)
+    if isinstance(parsed, ManifestRecord):
+        return (line_no, True, parsed.image_path, parsed.source_url, parsed.source_host, parsed.page_url,
+                parsed.page_host, parsed.crawled_at, parsed.country, parsed.tags, parsed.platform, parsed.extra,
+                None, None, None)
+    assert isinstance(parsed, Rejection)
+    return (line_no, False, parsed.image_path, parsed.source_url, None, None, None, None, None, None, None, None,
+            parsed.reason.value, parsed.detail, parsed.raw_line)
+
+
+def manifest_uri(drop: str) -> str:
+    return drop.rstrip("/") + "/" + MANIFEST_NAME
+
+
+def read_drop_id(spark: SparkSession, drop: str) -> str:
+    """The drop's deterministic id, from the manifest bytes (works for local paths and object stores)."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        row = spark.read.format("binaryFile").load(manifest_uri(drop)).select("content").first()
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" not in str(exc):
+            raise
+        row = None
+    if row is None:
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in drop {drop}")
+    return drop_id_for(bytes(row["content"]))
+
+
+def parse_manifest(spark: SparkSession, drop: str) -> DataFrame:
+    """Every non-blank manifest line parsed on the executors, with its 1-based line number.
+
+    Lines are split on ``\\n`` only and handed over as raw bytes (Spark's text source keeps them
+    undecoded), so invalid UTF-8 is quarantined instead of silently replaced by U+FFFD.
+    """
+    text = spark.read.option("lineSep", "\n").text(manifest_uri(drop))
+    lines = text.select(F.col("value").cast("binary").alias("line")).rdd.map(lambda r: bytes(r[0])).zipWithIndex()
+    rows = lines.filter(lambda li: li[0].strip() not in (b"", UTF8_BOM)).map(
+        lambda li: _parsed_row(li[0], li[1] + 1)
+    )
+    return spark.createDataFrame(rows, _PARSED)
+
+
+def read_and_decode(spark: SparkSession, drop: str, paths: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
+    """(image_path, sha256, byte_size, phash, width, height, format, reason, detail, content) per path.
+
+    Each executor reads its paths itself (``jobs.core.dropfiles``: no link followed, nothing outside the
+    drop, size checked before reading) and decodes them once; ``content`` is kept for images only.
+    """
+    options = object_store_options(dict(spark.sparkContext.getConf().getAll()))
+
+    def decode_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        rows: list[tuple[Any, ...]] = []
+        held = 0
+        for batch in batches:
+            for image_path in batch["image_path"]:
+                file = read_drop_file(drop, image_path, max_bytes, options)
+                if file.content is None:
+                    rows.append((image_path, file.sha256, file.size, None, None, None, None,
+                                 file.reason.value if file.reason else None, file.detail, None))
+                    continue
+                d = decode_image(file.content, max_bytes, max_pixels)
+                rows.append((image_path, d.sha256, d.byte_size, d.phash, d.width, d.height, d.format,
+                             d.reason.value if d.reason else None, d.detail, file.content if d.ok else None))
+                held += len(file.content) if d.ok else 0
+                if held >= DECODE_CHUNK_BYTES:
+                    yield pd.DataFrame(rows, columns=_DECODED.fieldNames())
+                    rows, held = [], 0
+        if rows:
+            yield pd.DataFrame(rows, columns=_DECODED.fieldNames())
+
+    return paths.select("image_path").mapInPandas(decode_batches, _DECODED)
+
+
+def tags_udf(policy: Policy):
+    """A pandas UDF computing one source's jurisdiction tags under ``policy`` (tiny, so shipped as is)."""
+
+    @F.pandas_udf(T.ArrayType(T.StringType()))
+    def tag(source_url: pd.Series, page_url: pd.Series, country: pd.Series, tags: pd.Series) -> pd.Series:
+        return pd.Series(
+            [
+                tags_for_source(policy, s, p, c, list(t) if t is not None else None)
+                for s, p, c, t in zip(source_url, page_url, country, tags, strict=True)
+            ]
+        )
+
+    return tag
+
+
+def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column) -> DataFrame:
+    return df.select(
+        F.sha2(F.concat_ws("\x1f", F.lit(drop_id), F.col("line_no").cast("string"), F.col("reason")), 256)
+        .alias("quarantine_id"),
+        F.lit(drop_id).alias("drop_id"),
+        "line_no", "reason", "detail", "image_path", "source_url", "file_sha256", "byte_size", "raw_line",
+        now.alias("quarantined_at"),
+        F.lit(run.run_id).alias("run_id"),
+    )
+
+
+def union_cluster_tags(sources: DataFrame, membership: DataFrame) -> DataFrame:
+    """(canonical_id, jurisdiction_tags): the sorted union of the tags of every source of every member.
+
+    ``sources`` has (image_id, jurisdiction_tags); ``membership`` maps image_id -> canonical_id.
+    """
+    return (
+        sources.join(membership, "image_id")
+        .groupBy("canonical_id")
+        .agg(F.array_sort(F.array_distinct(F.flatten(F.collect_list("jurisdiction_tags")))).alias("jurisdiction_tags"))
+    )
+
+
+def ingest_drop(
+    spark: SparkSession,
+    config: FacelakeConfig,
+    run: RunContext,
+    *,
+    fail_after: str | None = None,
+    gate: Callable[..., object] | None = None,
+) -> IngestReport:
+    """Ingest one crawl drop into the lake. Idempotent: the same drop again changes no data.
+
+    ``fail_after`` names a table in ``WRITE_ORDER``; the run raises ``InjectedFailure`` right
+    after writing it (crash-recovery tests). ``gate(suite, rows, references=None)`` validates each
+    table's rows before anything is written; by default the expectations gate
+    (``jobs.quality.gate.publish_gate``).
+    """
+    cached: list[DataFrame] = []
+
+    def keep(frame: DataFrame) -> DataFrame:
+        cached.append(frame.persist())
+        return frame
+
+    try:
+        return _ingest_drop(spark, config, run, keep, fail_after=fail_after, gate=gate)
+    finally:
+        # Also on failure: a long-lived session (tests, notebooks) must not keep image bytes cached.
+        for frame in cached:
+            frame.unpersist()
+
+
+def _ingest_drop(
+    spark: SparkSession,
+    config: FacelakeConfig,
+    run: RunContext,
+    keep: Callable[[DataFrame], DataFrame],
+    *,
+    fail_after: str | None,
+    gate: Callable[..., object] | None,
+) -> IngestReport:
+    if not config.drop:
+        raise ValueError("no drop given: pass --drop DIR (or set FACELAKE_DROP)")
+    if fail_after is not None and fail_after not in WRITE_ORDER:
+        raise ValueError(f"fail_after must be one of {WRITE_ORDER}")
+    drop_id = read_drop_id(spark, config.drop)
+    report = IngestReport(drop_id)
+    run.inputs.update({"drop_id": drop_id})
+    policy = load_policy(config.policy_file or None)
+    init_lake(spark, config.lake)
+    read_versions = pin_read_versions(spark, config.lake, ("images", "image_sources", "suppression"), run)
+    now = F.lit(datetime.now(UTC)).cast("timestamp")
+    suppressed = load_suppression(spark, config.lake, read_versions["suppression"])
+
+    # 1. Manifest lines.
+    run.progress("drop %s: parsing %s", drop_id, MANIFEST_NAME)
+    parsed = keep(parse_manifest(spark, config.drop))
+    lines = parsed.where("ok").withColumn("url_sha256", url_sha256(F.col("source_url")))
+    bad_lines = parsed.where("NOT ok").withColumns(
+        {"file_sha256": F.lit(None).cast("string"), "byte_size": F.lit(None).cast("long")}
+    )
+    lines = lines.join(suppressed.url_hashes, "url_sha256", "left_anti") if suppressed.has_urls else lines
+    if suppressed.has_hosts:  # erased domains: the host or any of its parents on the list
+        lines = without_suppressed_hosts(lines, suppressed.hosts, ("source_host", "page_host"))
+
+    # 2. Files: read and decode each distinct path once, on the executors.
+    run.progress("decoding images")
+    paths = lines.select("image_path").distinct()
+    decoded = keep(read_and_decode(spark, config.drop, paths, config.max_image_bytes, config.max_image_pixels))
+    located = lines.drop("reason", "detail", "raw_line").join(decoded, "image_path")
+    bad_files = located.where(F.col("reason").isNotNull()).select(
+        "line_no", "reason", "detail", "image_path", "source_url",
+        F.col("sha256").alias("file_sha256"), "byte_size", F.lit(None).cast("string").alias("raw_line"),
+    )
+    good = located.where(F.col("reason").isNull()).withColumnRenamed("sha256", "image_id")
+
+    # 3. Suppressed content: exact sha256 or pHash within the threshold.
+    if suppressed.has_content:
+        good = good.join(suppressed.sha256s.withColumnRenamed("value", "image_id"), "image_id", "left_anti")
+        hits = near_duplicate_pairs(
+            good.select("image_id", phash_long_col(F.col("phash")).alias("phash_long")).distinct(),
+            suppressed.phashes.select(F.col("value").alias("image_id"), phash_long_col(F.col("value")).alias("phash_long")),
+            config.phash_threshold,
+        )
+        good = good.join(hits.select(F.col("a_id").alias("image_id")).distinct(), "image_id", "left_anti")
+    good = keep(good)
+
+    # 4. Provenance: one source row per line whose image decoded.
+    tag = tags_udf(policy)
+    sources = good.select(
+        F.sha2(F.concat_ws("\x1f", "image_id", "source_url", F.coalesce("page_url", F.lit("")),
+                           F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")), 256).alias("source_id"),
+        "image_id", "source_url", "source_host", "page_url", "page_host", "crawled_at", "country", "tags", "platform", "extra",
+        F.lit(drop_id).alias("drop_id"), "line_no",
+        tag("source_url", "page_url", "country", "tags").alias("jurisdiction_tags"),
+        F.lit(policy.version).alias("policy_version"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+    ).dropDuplicates(["source_id"])
+
+    # 5. New images (content not in the table yet) and their near duplicates.
+    images_uri = ensure_table(spark, config.lake, "images")
+    existing = read_table(spark, config.lake, "images", read_versions["images"]).select(
+        "image_id", "phash", "canonical_id", "width", "height", "first_crawled_at"
+    )
+    new_images = keep(
+        good.groupBy("image_id")
+        .agg(
+            F.first("phash").alias("phash"), F.first("width").alias("width"), F.first("height").alias("height"),
+            F.first("format").alias("format"), F.first("byte_size").alias("byte_size"),
+            F.first("content").alias("content"), F.min("crawled_at").alias("first_crawled_at"),
+        )
+        .join(existing.select("image_id"), "image_id", "left_anti")
+    )
+    canonical_of = _assign_canonicals(spark, new_images, existing, config.phash_threshold)
+    new_images = new_images.join(canonical_of, "image_id")
+
+    # 6. Tags: the union over every source of every member of the cluster (existing + new sources).
+    stored_sources = read_table(spark, config.lake, "image_sources", read_versions["image_sources"])
+    all_sources = stored_sources.select("image_id", "jurisdiction_tags").unionByName(
+        sources.select("image_id", "jurisdiction_tags")
+    )
+    membership = existing.select("image_id", "canonical_id").unionByName(canonical_of.select("image_id", "canonical_id"))
+    cluster_tags = union_cluster_tags(all_sources, membership)
+    image_rows = new_images.join(cluster_tags, "canonical_id", "left").select(
+        "image_id", "phash", "canonical_id", "near_dup_distance", "width", "height", "format", "byte_size", "content",
+        F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("jurisdiction_tags"),
+        F.lit(policy.version).alias("policy_version"), "first_crawled_at",
+        F.lit(drop_id).alias("first_drop_id"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+    )
+    # Existing images whose cluster gained a tag through this drop's sources.
+    retagged = (
+        read_table(spark, config.lake, "images", read_versions["images"])
+        .join(cluster_tags.withColumnRenamed("jurisdiction_tags", "new_tags"), "canonical_id")
+        .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("new_tags")))
+        .withColumn("jurisdiction_tags", F.col("new_tags"))
+        .withColumn("policy_version", F.lit(policy.version))
+        .drop("new_tags")
+    )
+
+    # 7. Counts (before writing, so a failed write still reports what it saw).
+    report.counts["manifest_lines"] = parsed.count()
+    reasons = Counter({r["reason"]: r["count"] for r in
+                       bad_lines.unionByName(bad_files.withColumn("ok", F.lit(False)), allowMissingColumns=True)
+                       .groupBy("reason").count().collect()})
+    report.quarantine = dict(sorted(reasons.items()))
+    report.counts["quarantined"] = sum(reasons.values())
+    report.counts["ingestible_lines"] = good.count()
+    report.counts["suppressed"] = (
+        report.counts["manifest_lines"] - report.counts["quarantined"] - report.counts["ingestible_lines"]
+    )
+    report.counts["new_images"] = new_images.count()
+    report.counts["near_dup_aliases"] = new_images.where("canonical_id != image_id").count()
+
+    # Valid lines whose content was not suppressed: ingested ones and those quarantined for their file.
+    kept_lines = good.select("line_no").unionByName(bad_files.select("line_no")).distinct()
+    manifest_rows = lines.join(kept_lines, "line_no", "left_semi").select(
+        F.lit(drop_id).alias("drop_id"), "line_no", "image_path", "source_url", "page_url", "crawled_at", "country",
+        "tags", "platform", "extra", now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+    )
+    quarantine = _quarantine_rows(bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now)
+    # Only what is new (or, for images, re-tagged) is validated and published.
+    publish = {
+        "image_sources": keep(only_new(spark, config.lake, "image_sources", sources)),
+        "images": keep(image_rows.unionByName(retagged)),
+        "crawl_manifest": keep(only_new(spark, config.lake, "crawl_manifest", manifest_rows)),
+        "quarantine": keep(only_new(spark, config.lake, "quarantine", quarantine)),
+    }
+
+    # 8. Expectations gate every table before anything is written: a failure publishes nothing.
+    gate = gate or publish_gate(spark, config, run)
+    gate("image_sources", publish["image_sources"], references={"images": publish["images"]})
+    gate("images", publish["images"], references={"image_sources": publish["image_sources"]})
+    gate("crawl_manifest", publish["crawl_manifest"])
+    gate("quarantine", publish["quarantine"])
+
+    # 9. Writes, sources first.
+    def step(name: str, inserted: int) -> None:
+        report.inserted[name] = inserted
+        run.progress("%s: %d row(s) written", name, inserted)
+        if fail_after == name:
+            raise InjectedFailure(f"stopped on purpose after writing {name}")
+
+    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run))
+    step("images", upsert_rows(spark, config.lake, "images", publish["images"],
+                               update_columns=("jurisdiction_tags", "policy_version"), run=run))
+    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run))
+    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run))
+
+    log.debug("images table %s", images_uri)
+    return report
+
+
+def _assign_canonicals(spark: SparkSession, new_images: DataFrame, existing: DataFrame, threshold: int) -> DataFrame:
+    """(image_id, canonical_id, near_dup_distance) for every new image.
+
+    Pairs come from the exact banding join of the new images against new + existing; the (small)
+    edge list and the members involved are collected, and the canonical choice runs in plain Python.
+    """
+    new_h = new_images.select("image_id", phash_long_col(F.col("phash")).alias("phash_long"))
+    old_h = existing.select("image_id", phash_long_col(F.col("phash")).alias("phash_long"))
+    pairs = near_duplicate_pairs(new_h, new_h.unionByName(old_h), threshold).collect()
+    new_rows = new_images.select("image_id", "phash", "width", "height", "first_crawled_at").collect()
+    touched = {p["b_id"] for p in pairs} - {r["image_id"] for r in new_rows}
+    old_rows = (
+        existing.where(F.col("image_id").isin(list(touched))).collect() if touched else []
+    )
+    alias_to_canonical = {r["image_id"]: r["canonical_id"] for r in old_rows}
+    # Canonicals of touched aliases take part too, as published canonicals.
+    missing = set(alias_to_canonical.values()) - {r["image_id"] for r in old_rows}
+    if missing:
+        old_rows += existing.where(F.col("image_id").isin(list(missing))).collect()
+    phash_of = {r["image_id"]: r["phash"] for r in new_rows + old_rows}
+    members = [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"]) for r in new_rows]
+    members += [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"], existing_canonical=True)
+                for r in old_rows if r["canonical_id"] == r["image_id"]]
+    edges = [(p["a_id"], alias_to_canonical.get(p["b_id"], p["b_id"])) for p in pairs]
+    canonical = assign_canonicals(members, edges)
+    rows = [
+        (r["image_id"], canonical[r["image_id"]],
+         None if canonical[r["image_id"]] == r["image_id"] else hamming(r["phash"], phash_of[canonical[r["image_id"]]]))
+        for r in new_rows
+    ]
+    return spark.createDataFrame(rows, "image_id string, canonical_id string, near_dup_distance int")
+
+
+def ingest_manifest(spark: SparkSession, config: FacelakeConfig, run: RunContext) -> dict[str, int]:
+    """Ingest a drop and return flat counts (kept for callers that only want numbers)."""
+    report = ingest_drop(spark, config, run)
+    for name, value in report.counts.items():
+        run.count(name, value)
+    for name, value in report.inserted.items():
+        run.count(f"{name}_inserted", value)
+    for reason, n in report.quarantine.items():
+        run.progress("quarantined %d: %s", n, reason)
+    return {**run.counts, **{f"quarantine.{k}": v for k, v in report.quarantine.items()}}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``facelake ingest`` flags."""
+    parser.add_argument("--drop", help="crawl drop folder or URI holding manifest.jsonl")
+    parser.add_argument("--phash-threshold", type=int, help="max pHash Hamming distance of a near duplicate")
+    parser.add_argument("--max-image-bytes", type=int, help="files above this size are quarantined")
+    parser.add_argument("--max-image-pixels", type=int, help="images above width x height are quarantined")
+    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default policies/jurisdiction.toml)")
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ingest job for parsed CLI arguments; prints a summary, returns the exit code."""
+    from jobs.lake.session import get_spark
+
+    config = config_from_args(args)
+    configure_logging(config.log_level)
+    run_ctx = RunContext(job="ingest")
+    log_config(config, "ingest")
+    spark = get_spark(config, "facelake-ingest")
+    ingest_manifest(spark, config, run_ctx)
+    print(run_ctx.summary())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m jobs.ingest.job --drop DIR --lake URI``."""
+    parser = argparse.ArgumentParser(prog="facelake ingest", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

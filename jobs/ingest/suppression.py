@@ -1,0 +1,74 @@
+"""Suppression list: content hashes and URL hashes that must never be ingested again."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.lake.tables import ensure_table, read_table
+
+
+def normalize_url(url: str) -> str:
+    """The form a URL is hashed in: trimmed, fragment dropped, lower-cased (over-matching is the safe side)."""
+    return re.sub(r"#.*$", "", url.strip()).lower()
+
+
+def url_digest(url: str) -> str:
+    """sha256 of the normalised URL: what the suppression list stores instead of the URL."""
+    return hashlib.sha256(normalize_url(url).encode("utf-8")).hexdigest()
+
+
+def url_sha256(url: Column) -> Column:
+    """Spark twin of ``url_digest`` (tested to agree)."""
+    return F.sha2(F.lower(F.regexp_replace(F.trim(url), "#.*$", "")), 256)
+
+
+@dataclass
+class Suppressed:
+    """The suppression table split by kind, as small DataFrames (column ``value``)."""
+
+    sha256s: DataFrame
+    phashes: DataFrame
+    url_hashes: DataFrame  # column url_sha256
+    hosts: DataFrame  # column host_suffix
+    has_content: bool
+    has_urls: bool
+    has_hosts: bool
+
+
+def load_suppression(spark: SparkSession, lake: str, version: int | None = None) -> Suppressed:
+    """Read the suppression table once per run (it is small: one row per erased item)."""
+    ensure_table(spark, lake, "suppression")
+    table = read_table(spark, lake, "suppression", version=version).select("kind", "value").cache()
+    kinds = {r["kind"] for r in table.select("kind").distinct().collect()}
+    return Suppressed(
+        sha256s=table.where("kind = 'sha256'").select("value"),
+        phashes=table.where("kind = 'phash'").select("value"),
+        url_hashes=table.where("kind = 'url_sha256'").select(F.col("value").alias("url_sha256")),
+        hosts=table.where("kind = 'host'").select(F.col("value").alias("host_suffix")),
+        has_content=bool(kinds & {"sha256", "phash"}),
+        has_urls="url_sha256" in kinds,
+        has_hosts="host" in kinds,
+    )
+
+
+def host_suffixes(host: Column) -> Column:
+    """Every whole-label suffix of a normalised host: ``a.b.co.uk`` -> [a.b.co.uk, b.co.uk, co.uk, uk]."""
+    labels = F.split(host, r"\.")
+    return F.transform(
+        F.sequence(F.lit(1), F.size(labels)), lambda i: F.array_join(F.slice(labels, i, F.size(labels) - i + 1), ".")
+    )
+
+
+def without_suppressed_hosts(lines: DataFrame, hosts: DataFrame, columns: tuple[str, ...]) -> DataFrame:
+    """``lines`` minus those whose host in any of ``columns`` is a suppressed host or under one."""
+    suffixes = lines.select(
+        "line_no", F.explode(F.flatten(F.array(*[F.coalesce(host_suffixes(F.col(c)), F.array()) for c in columns])))
+        .alias("host_suffix")
+    )
+    hit = suffixes.join(hosts, "host_suffix", "left_semi").select("line_no").distinct()
+    return lines.join(hit, "line_no", "left_anti")

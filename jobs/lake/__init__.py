@@ -1,0 +1,1 @@
+"""Delta Lake side: Spark session, table schemas, MERGE helpers, the Lake API, maintenance."""

@@ -1,0 +1,1 @@
+"""The expectations gate: Great Expectations suites run before every publish."""

@@ -1,0 +1,1 @@
+"""Package data: table schemas, expectation suites, the jurisdiction policy and Spark's log config."""
