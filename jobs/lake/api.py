@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import FacelakeConfig, load_config
 from jobs.core.runs import RunContext
+from jobs.lake.fs import hadoop_path
 from jobs.lake.schemas import table_names, table_spec
 from jobs.lake.tables import commit_metadata, table_uri
 
@@ -395,12 +396,6 @@ class Lake:
         """Run Spark SQL with every facelake table registered as a view (at a version if given)."""
         self.register_views(version, timestamp)
         return self.spark.sql(query)
-
-
-def hadoop_path(spark: SparkSession, uri: str):  # -> (org.apache.hadoop.fs.FileSystem, Path)
-    """The Hadoop file system and path of ``uri`` (local, s3a, …), as Spark itself resolves them."""
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(uri)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
 def _net_changes(before: DataFrame, after: DataFrame, key: list[str], columns: list[str]) -> DataFrame:

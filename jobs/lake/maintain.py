@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
 from jobs.core.runs import RunContext, configure_logging
-from jobs.lake.api import Lake, hadoop_path
+from jobs.lake.api import Lake
+from jobs.lake.fs import hadoop_path
 from jobs.lake.schemas import table_names, table_spec
 from jobs.lake.tables import commit_metadata
 

@@ -46,6 +46,7 @@ from jobs.core.config import FacelakeConfig
 from jobs.core.paths import resource_dir
 from jobs.core.reasons import QuarantineReason
 from jobs.core.runs import RunContext
+from jobs.lake.fs import copy_local_tree
 from jobs.lake.schemas import schema_of
 from jobs.lake.tables import merge_new_rows, read_table, table_uri
 
@@ -1110,20 +1111,8 @@ class _GxSession:
         keys, self.pending = self.pending, []
         self.context.build_data_docs(site_names=[_SITE], resource_identifiers=keys or None)
         if not _is_local(self.docs_root):
-            _copy_to_lake(spark, self.local_site, self.docs_root)
+            copy_local_tree(spark, self.local_site, self.docs_root)
         return self.docs_root.rstrip("/") + "/index.html"
-
-
-def _copy_to_lake(spark: SparkSession, local: Path, target: str) -> None:
-    """Copy a local folder to an object-store URI with Spark's Hadoop FileSystem (s3a:// and friends)."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path
-    fs = hadoop_path(target).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            relative = path.relative_to(local).as_posix()
-            source = hadoop_path(path.resolve().as_uri())
-            fs.copyFromLocalFile(False, True, source, hadoop_path(target.rstrip("/") + "/" + relative))
 
 
 def _outcome(
