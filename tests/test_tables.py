@@ -67,3 +67,13 @@ def test_merge_is_idempotent_and_records_the_run(spark: SparkSession, lake: str)
     first = DeltaTable.forPath(spark, uri).history().orderBy("version").collect()[1]
     assert json.loads(first["userMetadata"])["inputs"] == {"drop_id": "d" * 16}
     assert read_table(spark, lake, "crawl_manifest").count() == 5
+
+
+def test_row_id_col_agrees_with_row_id(spark) -> None:
+    from jobs.core.ids import row_id
+    from jobs.lake.tables import row_id_col
+
+    rows = [("a", 1, None), ("é\x1f", 22, "x"), ("", None, "")]
+    got = [r[0] for r in spark.createDataFrame(rows, "s string, n int, o string")
+           .select(row_id_col("s", "n", "o")).collect()]
+    assert got == [row_id(*r) for r in rows]

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate the sample drop, create the lake, ingest the drop, print what landed where."""
     from jobs.faces.embed import embed
-    from jobs.ingest.job import ingest_manifest
+    from jobs.ingest.job import ingest_drop, record_counts
     from jobs.lake.api import Lake
     from jobs.lake.session import get_spark
     from jobs.lake.tables import read_table, table_uri
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     ctx.count("drop_lines", summary.lines)
     if args.direct:
         ingest = RunContext(job="ingest")
-        ingest_manifest(get_spark(config, "facelake-demo"), config, ingest)
+        record_counts(ingest_drop(get_spark(config, "facelake-demo"), config, ingest), ingest)
         print(ingest.summary())
         embedding = RunContext(job="embed")
         embed(get_spark(config, "facelake-demo"), config, embedding)

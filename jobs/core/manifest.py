@@ -63,11 +63,6 @@ def drop_id_for(manifest_bytes: bytes) -> str:
     return hashlib.sha256(manifest_bytes).hexdigest()[:16]
 
 
-def row_id(*parts: object) -> str:
-    """Deterministic id from parts (sha256 over their unit-separated text)."""
-    return hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
-
-
 def safe_relative_path(image_path: str) -> str | None:
     """The normalised path inside the drop folder, or None when it is absolute or escapes it."""
     if not image_path or "\x00" in image_path or "\\" in image_path:

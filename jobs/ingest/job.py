@@ -39,6 +39,7 @@ from jobs.lake.tables import (
     only_new,
     pin_read_versions,
     read_table,
+    row_id_col,
     upsert_rows,
 )
 from jobs.quality.gate import publish_gate
@@ -194,8 +195,7 @@ def tags_udf(policy: Policy):
 
 def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column) -> DataFrame:
     return df.select(
-        F.sha2(F.concat_ws("\x1f", F.lit(drop_id), F.col("line_no").cast("string"), F.col("reason")), 256)
-        .alias("quarantine_id"),
+        row_id_col(F.lit(drop_id), "line_no", "reason").alias("quarantine_id"),
         F.lit(drop_id).alias("drop_id"),
         "line_no", "reason", "detail", "image_path", "source_url", "file_sha256", "byte_size", "raw_line",
         now.alias("quarantined_at"),
@@ -232,23 +232,23 @@ def ingest_drop(
     """
     cached: list[DataFrame] = []
 
-    def keep(frame: DataFrame) -> DataFrame:
+    def persist(frame: DataFrame) -> DataFrame:
         cached.append(frame.persist())
         return frame
 
     try:
-        return _ingest_drop(spark, config, run, keep, fail_after=fail_after, gate=gate)
+        return _ingest(spark, config, run, persist, fail_after=fail_after, gate=gate)
     finally:
         # Also on failure: a long-lived session (tests, notebooks) must not keep image bytes cached.
         for frame in cached:
             frame.unpersist()
 
 
-def _ingest_drop(
+def _ingest(
     spark: SparkSession,
     config: FacelakeConfig,
     run: RunContext,
-    keep: Callable[[DataFrame], DataFrame],
+    persist: Callable[[DataFrame], DataFrame],
     *,
     fail_after: str | None,
     gate: Callable[..., object] | None,
@@ -268,7 +268,7 @@ def _ingest_drop(
 
     # 1. Manifest lines.
     run.progress("drop %s: parsing %s", drop_id, MANIFEST_NAME)
-    parsed = keep(parse_manifest(spark, config.drop))
+    parsed = persist(parse_manifest(spark, config.drop))
     lines = parsed.where("ok").withColumn("url_sha256", url_sha256(F.col("source_url")))
     bad_lines = parsed.where("NOT ok").withColumns(
         {"file_sha256": F.lit(None).cast("string"), "byte_size": F.lit(None).cast("long")}
@@ -280,7 +280,7 @@ def _ingest_drop(
     # 2. Files: read and decode each distinct path once, on the executors.
     run.progress("decoding images")
     paths = lines.select("image_path").distinct()
-    decoded = keep(read_and_decode(spark, config.drop, paths, config.max_image_bytes, config.max_image_pixels))
+    decoded = persist(read_and_decode(spark, config.drop, paths, config.max_image_bytes, config.max_image_pixels))
     located = lines.drop("reason", "detail", "raw_line").join(decoded, "image_path")
     bad_files = located.where(F.col("reason").isNotNull()).select(
         "line_no", "reason", "detail", "image_path", "source_url",
@@ -297,13 +297,13 @@ def _ingest_drop(
             config.phash_threshold,
         )
         good = good.join(hits.select(F.col("a_id").alias("image_id")).distinct(), "image_id", "left_anti")
-    good = keep(good)
+    good = persist(good)
 
     # 4. Provenance: one source row per line whose image decoded.
     tag = tags_udf(policy)
     sources = good.select(
-        F.sha2(F.concat_ws("\x1f", "image_id", "source_url", F.coalesce("page_url", F.lit("")),
-                           F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")), 256).alias("source_id"),
+        row_id_col("image_id", "source_url", "page_url", F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"))
+        .alias("source_id"),
         "image_id", "source_url", "source_host", "page_url", "page_host", "crawled_at", "country", "tags", "platform", "extra",
         F.lit(drop_id).alias("drop_id"), "line_no",
         tag("source_url", "page_url", "country", "tags").alias("jurisdiction_tags"),
@@ -315,7 +315,7 @@ def _ingest_drop(
     existing = read_table(spark, config.lake, "images", read_versions["images"]).select(
         "image_id", "phash", "canonical_id", "width", "height", "first_crawled_at"
     )
-    new_images = keep(
+    new_images = persist(
         good.groupBy("image_id")
         .agg(
             F.first("phash").alias("phash"), F.first("width").alias("width"), F.first("height").alias("height"),
@@ -373,10 +373,10 @@ def _ingest_drop(
     quarantine = _quarantine_rows(bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now)
     # Only what is new (or, for images, re-tagged) is validated and published.
     publish = {
-        "image_sources": keep(only_new(spark, config.lake, "image_sources", sources)),
-        "images": keep(image_rows.unionByName(retagged)),
-        "crawl_manifest": keep(only_new(spark, config.lake, "crawl_manifest", manifest_rows)),
-        "quarantine": keep(only_new(spark, config.lake, "quarantine", quarantine)),
+        "image_sources": persist(only_new(spark, config.lake, "image_sources", sources)),
+        "images": persist(image_rows.unionByName(retagged)),
+        "crawl_manifest": persist(only_new(spark, config.lake, "crawl_manifest", manifest_rows)),
+        "quarantine": persist(only_new(spark, config.lake, "quarantine", quarantine)),
     }
 
     # 8. Expectations gate every table before anything is written: a failure publishes nothing.
@@ -393,11 +393,14 @@ def _ingest_drop(
         if fail_after == name:
             raise InjectedFailure(f"stopped on purpose after writing {name}")
 
-    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run))
+    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run,
+                                       already_new=True))
     step("images", upsert_rows(spark, config.lake, "images", publish["images"],
                                update_columns=("jurisdiction_tags", "policy_version"), run=run))
-    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run))
-    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run))
+    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run,
+                                       already_new=True))
+    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run,
+                                       already_new=True))
 
     log.debug("images table %s", images_uri)
     return report
@@ -436,9 +439,8 @@ def _assign_canonicals(spark: SparkSession, new_images: DataFrame, existing: Dat
     return spark.createDataFrame(rows, "image_id string, canonical_id string, near_dup_distance int")
 
 
-def ingest_manifest(spark: SparkSession, config: FacelakeConfig, run: RunContext) -> dict[str, int]:
-    """Ingest a drop and return flat counts (kept for callers that only want numbers)."""
-    report = ingest_drop(spark, config, run)
+def record_counts(report: IngestReport, run: RunContext) -> dict[str, int]:
+    """Add an ingest report's counts to the run's summary and log its quarantine reasons; flat counts."""
     for name, value in report.counts.items():
         run.count(name, value)
     for name, value in report.inserted.items():
@@ -467,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
     run_ctx = RunContext(job="ingest")
     log_config(config, "ingest")
     spark = get_spark(config, "facelake-ingest")
-    ingest_manifest(spark, config, run_ctx)
+    record_counts(ingest_drop(spark, config, run_ctx), run_ctx)
     print(run_ctx.summary())
     return 0
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.core.ids import SEPARATOR
 from jobs.core.runs import RunContext
 from jobs.lake.schemas import table_names, table_spec
+
+
+def row_id_col(*parts: str | Column) -> Column:
+    """Spark twin of ``jobs.core.ids.row_id`` (tested to agree): sha256 of the unit-separated parts."""
+    cols = [F.col(p) if isinstance(p, str) else p for p in parts]
+    return F.sha2(F.concat_ws(SEPARATOR, *[F.coalesce(c.cast("string"), F.lit("")) for c in cols]), 256)
 
 
 def table_uri(lake: str, name: str) -> str:
@@ -85,9 +92,13 @@ def only_new(spark: SparkSession, lake: str, name: str, rows: DataFrame) -> Data
     return rows.join(existing, key, "left_anti")
 
 
-def merge_new_rows(spark: SparkSession, lake: str, name: str, rows: DataFrame, run: RunContext) -> int:
+def merge_new_rows(
+    spark: SparkSession, lake: str, name: str, rows: DataFrame, run: RunContext, *, already_new: bool = False
+) -> int:
     """Insert the rows whose key is not in the table yet (MERGE), so reruns change nothing.
 
+    ``already_new`` says ``rows`` came from ``only_new`` (as a gated publish does): the MERGE still
+    inserts only missing keys, but no second anti-join is run just to decide whether to commit.
     Returns the number of rows inserted, read from the commit's operation metrics.
     """
     from delta.tables import DeltaTable
@@ -96,8 +107,9 @@ def merge_new_rows(spark: SparkSession, lake: str, name: str, rows: DataFrame, r
     uri = ensure_table(spark, lake, name)
     rows = conform(rows, name).dropDuplicates(list(spec.key))
     # Skip the MERGE when nothing is new, so a rerun does not even add an empty version.
-    existing = DeltaTable.forPath(spark, uri).toDF().select(*spec.key)
-    if rows.join(existing, list(spec.key), "left_anti").isEmpty():
+    pending = rows if already_new else rows.join(DeltaTable.forPath(spark, uri).toDF().select(*spec.key),
+                                                  list(spec.key), "left_anti")
+    if pending.isEmpty():
         return 0
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
     with commit_metadata(spark, run):
