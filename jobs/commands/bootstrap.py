@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.core.config import add_config_arguments, config_from_args
+from jobs.core.config import add_config_arguments, command_main, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake setup", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake setup`` as a program: ``python -m jobs.commands.bootstrap --help``."""
+    return command_main("setup", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import sys
 
 from jobs.commands.sql import format_table, jsonable
-from jobs.core.config import add_config_arguments, config_from_args
+from jobs.core.config import add_config_arguments, command_main, config_from_args
 from jobs.core.runs import configure_logging
 
 COLUMNS = ["version", "timestamp", "operation", "rows_inserted", "rows_updated", "rows_deleted", "job", "run_id",
@@ -37,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake history", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake history`` as a program: ``python -m jobs.commands.history --help``."""
+    return command_main("history", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.core.config import add_config_arguments, config_from_args, log_config
-from jobs.core.runs import RunContext, configure_logging
+from jobs.core.config import add_config_arguments, command_main
+from jobs.core.runs import start_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,10 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.lake.session import get_spark
     from jobs.lake.tables import init_lake
 
-    config = config_from_args(args)
-    configure_logging(config.log_level)
-    ctx = RunContext(job="init")
-    log_config(config, "init")
+    config, ctx = start_run(args, "init")
     created = init_lake(get_spark(config, "facelake-init"), config.lake)
     for name, uri in created.items():
         print(f"{name:16s} {uri}")
@@ -31,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake init", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake init`` as a program: ``python -m jobs.commands.init --help``."""
+    return command_main("init", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.core.config import add_config_arguments, config_from_args, log_config
-from jobs.core.runs import RunContext, configure_logging
+from jobs.core.config import add_config_arguments, command_main
+from jobs.core.runs import start_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +19,7 @@ def run(args: argparse.Namespace) -> int:
     """Restore one table as a new commit that records this run."""
     from jobs.lake.api import Lake
 
-    config = config_from_args(args)
-    configure_logging(config.log_level)
-    ctx = RunContext(job="restore")
-    log_config(config, "restore")
+    config, ctx = start_run(args, "restore")
     lake = Lake.open(config=config)
     before = lake.latest_version(args.table)
     after = lake.restore(args.table, args.version, ctx)
@@ -31,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake restore", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake restore`` as a program: ``python -m jobs.commands.restore --help``."""
+    return command_main("restore", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

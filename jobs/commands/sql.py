@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args
+from jobs.core.config import FacelakeConfig, add_config_arguments, command_main, config_from_args
 from jobs.core.runs import configure_logging
 
 DEFAULT_LIMIT = 100
@@ -160,9 +160,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake sql", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake sql`` as a program: ``python -m jobs.commands.sql --help``."""
+    return command_main("sql", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

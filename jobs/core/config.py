@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,19 @@ def config_from_args(args: argparse.Namespace) -> FacelakeConfig:
     """Resolve the config for a parsed command line (flags not given fall through)."""
     overrides = {name: getattr(args, name) for name in _FIELDS if hasattr(args, name)}
     return load_config(getattr(args, "config_file", None), overrides)
+
+
+def command_main(
+    name: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str] | None = None,
+) -> int:
+    """The ``main()`` of every job module: parse ``argv`` with the module's flags and run it."""
+    parser = argparse.ArgumentParser(prog=f"facelake {name}", description=description)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 def log_config(config: FacelakeConfig, job: str) -> None:

@@ -27,6 +27,19 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def start_run(args: Any, job: str) -> tuple[Any, RunContext]:
+    """What every job does first: resolve its config from the parsed flags, set up logging, log the config once.
+
+    Returns ``(FacelakeConfig, RunContext)``.
+    """
+    from jobs.core.config import config_from_args, log_config
+
+    config = config_from_args(args)
+    configure_logging(config.log_level)
+    log_config(config, job)
+    return config, RunContext(job=job)
+
+
 @dataclass
 class RunContext:
     """Identity of one job run, written into every Delta commit the run makes (``userMetadata``)."""

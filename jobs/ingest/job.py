@@ -24,12 +24,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
+from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
 from jobs.core.dropfiles import object_store_options, read_drop_file
 from jobs.core.imaging import decode_image, hamming
 from jobs.core.manifest import UTF8_BOM, ManifestRecord, Rejection, drop_id_for, parse_line
 from jobs.core.policy import Policy, load_policy, tags_for_source
-from jobs.core.runs import RunContext, configure_logging
+from jobs.core.runs import RunContext, start_run
 from jobs.ingest.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_long_col
 from jobs.ingest.suppression import load_suppression, url_sha256, without_suppressed_hosts
 from jobs.lake.tables import (
@@ -464,10 +464,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the ingest job for parsed CLI arguments; prints a summary, returns the exit code."""
     from jobs.lake.session import get_spark
 
-    config = config_from_args(args)
-    configure_logging(config.log_level)
-    run_ctx = RunContext(job="ingest")
-    log_config(config, "ingest")
+    config, run_ctx = start_run(args, "ingest")
     spark = get_spark(config, "facelake-ingest")
     record_counts(ingest_drop(spark, config, run_ctx), run_ctx)
     print(run_ctx.summary())
@@ -476,9 +473,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m jobs.ingest.job --drop DIR --lake URI``."""
-    parser = argparse.ArgumentParser(prog="facelake ingest", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return command_main("ingest", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
+from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
 from jobs.core.policy import load_policy
-from jobs.core.runs import RunContext, configure_logging
+from jobs.core.runs import RunContext, start_run
 from jobs.ingest.job import tags_udf, union_cluster_tags
 from jobs.lake.schemas import table_spec
 from jobs.lake.tables import pin_read_versions, read_table, upsert_rows
@@ -175,19 +175,15 @@ def run(args: argparse.Namespace) -> int:
     """Re-tag the lake under the configured policy and print a summary."""
     from jobs.lake.session import get_spark
 
-    config = config_from_args(args)
-    configure_logging(config.log_level)
-    ctx = RunContext(job="retag")
-    log_config(config, "retag")
+    config, ctx = start_run(args, "retag")
     retag(get_spark(config, "facelake-retag"), config, ctx)
     print(ctx.summary())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake retag", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake retag`` as a program: ``python -m jobs.ingest.retag --help``."""
+    return command_main("retag", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
-from jobs.core.runs import RunContext, configure_logging
+from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
+from jobs.core.runs import RunContext, start_run
 from jobs.lake.api import Lake
 from jobs.lake.fs import hadoop_path
 from jobs.lake.schemas import table_names, table_spec
@@ -219,10 +219,7 @@ def run(args: argparse.Namespace) -> int:
     """Maintain the lake's tables and print one line per table."""
     from jobs.lake.session import get_spark
 
-    config = config_from_args(args)
-    configure_logging(config.log_level)
-    ctx = RunContext(job="maintain")
-    log_config(config, "maintain")
+    config, ctx = start_run(args, "maintain")
     tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
     reports = maintain(get_spark(config, "facelake-maintain"), config, ctx, tables=tables,
                        optimize=args.optimize, vacuum=args.vacuum)
@@ -234,9 +231,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facelake maintain", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``facelake maintain`` as a program: ``python -m jobs.lake.maintain --help``."""
+    return command_main("maintain", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
