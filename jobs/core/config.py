@@ -66,7 +66,7 @@ class FacelakeConfig:
     """``facelake maintain``: VACUUM retention; unset means each table's
     ``delta.deletedFileRetentionDuration`` (7 days, from ``schemas/*.json``)."""
     policy_file: str = ""
-    """Jurisdiction policy; empty means the repository's ``policies/jurisdiction.toml``."""
+    """Jurisdiction policy; empty means the packaged ``jobs/resources/policies/jurisdiction.toml``."""
     log_level: str = "INFO"
 
     def redacted(self) -> dict[str, Any]:

@@ -456,7 +456,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phash-threshold", type=int, help="max pHash Hamming distance of a near duplicate")
     parser.add_argument("--max-image-bytes", type=int, help="files above this size are quarantined")
     parser.add_argument("--max-image-pixels", type=int, help="images above width x height are quarantined")
-    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default policies/jurisdiction.toml)")
+    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default: the packaged jobs/resources/policies/jurisdiction.toml)")
     add_config_arguments(parser)
 
 

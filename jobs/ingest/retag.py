@@ -167,7 +167,7 @@ def _faces_by_pack_dim(stale: DataFrame, faces_table: DataFrame) -> list[tuple[i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default policies/jurisdiction.toml)")
+    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default: the packaged jobs/resources/policies/jurisdiction.toml)")
     add_config_arguments(parser)
 
 
