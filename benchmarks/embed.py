@@ -3,7 +3,7 @@
 Both sides run the same insightface models (SCRFD detect -> ``norm_crop`` -> ArcFace-style embed) on
 the same canonical images of a lake ingested from a sample drop, with the same total thread budget:
 Spark ``local[N]`` (N tasks, ``cores // tasks`` onnxruntime threads each, as the job decides) vs one
-Python process calling ``jobs.faces.embed.analyse_images`` with N onnxruntime intra-op threads. Every
+Python process calling ``jobs.faces.runtime.analyse_images`` with N onnxruntime intra-op threads. Every
 measured Spark run embeds into a fresh copy of the ingested lake, so each run does the same work.
 Spark runs and reference loops are interleaved (reference, Spark, reference, Spark…) so that the
 drifting load of this shared machine hits both sides alike.
@@ -64,7 +64,8 @@ def real_detector() -> Path | None:
 
 def prepare_pack(which: str) -> tuple[Any, str]:
     """(ModelPack, description): the mixed pack (real SCRFD-500M + generated recognizer) or the generated one."""
-    from jobs.faces.packs import GENERATED_PACK, build_generated_pack, resolve_pack
+    from jobs.faces.packs import resolve_pack
+    from jobs.faces.testpack import GENERATED_PACK, build_generated_pack
 
     detector = real_detector() if which in ("auto", "mixed") else None
     if which == "mixed" and detector is None:
@@ -122,8 +123,7 @@ def shrink_lake(spark: Any, lake: Path, keep: list[str]) -> None:
 def reference_loop(pack: Any, settings: Any, items: list[tuple[str, bytes]], rec_batch: int,
                    max_pixels: int) -> dict[str, Any]:
     """Load the pack (not timed), warm it on a few images, then one timed pass over every image."""
-    from jobs.faces.embed import FaceStatus, analyse_images
-    from jobs.faces.packs import load_pack
+    from jobs.faces.runtime import FaceStatus, analyse_images, load_pack
 
     loaded = load_pack(pack, settings)
     analyse_images(loaded, items[:WARMUP_IMAGES], rec_batch=rec_batch, max_pixels=max_pixels)
@@ -211,7 +211,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - a linear script
     args = parse_args(argv)
     from jobs.core.runs import RunContext, configure_logging
     from jobs.faces.embed import EmbedOptions, embed
-    from jobs.faces.packs import RuntimeSettings, session_options
+    from jobs.faces.runtime import RuntimeSettings, session_options
     from jobs.lake.session import get_spark
     from jobs.quality.gate import QualityGateError
 

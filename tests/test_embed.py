@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
 from jobs.faces import packs as models
+from jobs.faces import testpack
 from jobs.faces.embed import EmbedOptions, IncompletePackError, drop_other_packs, embed, main
 from jobs.lake.schemas import schema_differences, schema_of
 from jobs.lake.tables import merge_new_rows, read_table, table_uri, upsert_rows
@@ -81,7 +82,7 @@ def statuses(spark: SparkSession, lake: str) -> dict[tuple[str, str], tuple]:
 
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return models.build_generated_pack(tmp_path_factory.mktemp("packs") / models.GENERATED_PACK)
+    return testpack.build_generated_pack(tmp_path_factory.mktemp("packs") / testpack.GENERATED_PACK)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +173,7 @@ def test_fixed_batch_recognizer_and_fixed_size_detector_embed_like_the_dynamic_p
 ) -> None:
     # Issue #10: a recognizer exported with a batch axis fixed at 1 failed every image of 2+ faces.
     fixed_dir = tmp_path / "fixed"
-    models.build_generated_pack(fixed_dir, recognizer_batch=1, detector_input_size=(640, 640))
+    testpack.build_generated_pack(fixed_dir, recognizer_batch=1, detector_input_size=(640, 640))
     pack, ids = models.inspect_pack(fixed_dir), embedded["ids"]
     lake = str(tmp_path / "lake")
     config = embedded["config"].replace(lake=lake, model_pack=str(fixed_dir))
@@ -217,10 +218,10 @@ def test_new_pack_reembeds_everything_then_old_pack_can_be_dropped(
     lake, config = copy_lake(embedded, tmp_path)
     old = embedded["pack"]
     # New weights under the same name: another pack id.
-    new_dir = models.build_generated_pack(tmp_path / "v2" / models.GENERATED_PACK)
-    rec = onnx.load(str(new_dir / models.GENERATED_RECOGNIZER))
+    new_dir = testpack.build_generated_pack(tmp_path / "v2" / testpack.GENERATED_PACK)
+    rec = onnx.load(str(new_dir / testpack.GENERATED_RECOGNIZER))
     rec.doc_string = "retrained"
-    onnx.save(rec, str(new_dir / models.GENERATED_RECOGNIZER))
+    onnx.save(rec, str(new_dir / testpack.GENERATED_RECOGNIZER))
     new = models.inspect_pack(new_dir)
     assert new.name == old.name and new.pack_id != old.pack_id
     with pytest.raises(IncompletePackError, match="4 canonical image"):
@@ -325,7 +326,7 @@ def test_content_erased_while_the_gate_runs_is_not_written(
 def test_worker_allocator_tuning_takes_on_glibc() -> None:
     import platform
 
-    from jobs.faces.embed import tune_allocator
+    from jobs.faces.runtime import tune_allocator
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")

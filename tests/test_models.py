@@ -16,18 +16,17 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from jobs.faces import packs as models
-from jobs.faces.embed import FaceStatus, FailureReason, analyse_images
-from jobs.faces.packs import (
-    GENERATED_DETECTOR,
-    GENERATED_RECOGNIZER,
-    ModelPackError,
+from jobs.faces import runtime, testpack
+from jobs.faces.packs import ModelPackError, inspect_pack, resolve_pack
+from jobs.faces.runtime import (
+    FaceStatus,
+    FailureReason,
     RuntimeSettings,
-    build_generated_pack,
+    analyse_images,
     compute_threads,
-    inspect_pack,
-    resolve_pack,
     select_providers,
 )
+from jobs.faces.testpack import GENERATED_DETECTOR, GENERATED_RECOGNIZER, build_generated_pack
 
 INSIGHTFACE_IMAGES = Path(__import__("insightface").__file__).parent / "data" / "images"
 REAL_DET = models.shared_models_dir() / "det_500m" / "det_500m.onnx"
@@ -42,8 +41,8 @@ def pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(pack_dir: Path) -> models.LoadedPack:
-    return models.load_pack(inspect_pack(pack_dir, generated=True), RuntimeSettings(threads=1))
+def loaded(pack_dir: Path) -> runtime.LoadedPack:
+    return runtime.load_pack(inspect_pack(pack_dir, generated=True), RuntimeSettings(threads=1))
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +53,8 @@ def fixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fixed_loaded(fixed_dir: Path) -> models.LoadedPack:
-    return models.load_pack(inspect_pack(fixed_dir, generated=True), RuntimeSettings(threads=1))
+def fixed_loaded(fixed_dir: Path) -> runtime.LoadedPack:
+    return runtime.load_pack(inspect_pack(fixed_dir, generated=True), RuntimeSettings(threads=1))
 
 
 def face_image(centres: list[tuple[int, int]], size: tuple[int, int] = (640, 480), seed: int = 0) -> np.ndarray:
@@ -114,7 +113,7 @@ def test_generated_graphs_have_the_real_models_inputs_and_outputs(pack_dir: Path
     assert [d.dim_value or d.dim_param for d in rec.graph.output[0].type.tensor_type.shape.dim] == ["None", 512]
 
 
-def test_insightface_routes_the_generated_pack_to_scrfd_and_arcface(loaded: models.LoadedPack) -> None:
+def test_insightface_routes_the_generated_pack_to_scrfd_and_arcface(loaded: runtime.LoadedPack) -> None:
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
     from insightface.model_zoo.scrfd import SCRFD
 
@@ -130,7 +129,7 @@ def test_insightface_routes_the_generated_pack_to_scrfd_and_arcface(loaded: mode
 @needs_real_det
 def test_generated_detector_outputs_match_the_real_det_500m() -> None:
     real = onnx.load(str(REAL_DET))
-    ours = models.generated_detector_model()
+    ours = testpack.generated_detector_model()
     assert [i.name for i in ours.graph.input] == [i.name for i in real.graph.input]
     real_shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in real.graph.output]
     assert real_shapes == [[12800, 1], [3200, 1], [800, 1], [12800, 4], [3200, 4], [800, 4], [12800, 10], [3200, 10],
@@ -138,7 +137,7 @@ def test_generated_detector_outputs_match_the_real_det_500m() -> None:
 
 
 def test_generated_detector_fires_where_the_face_is_through_insightface_post_processing(
-    loaded: models.LoadedPack,
+    loaded: runtime.LoadedPack,
 ) -> None:
     # 800x600 -> letterboxed into 640x640 at scale 0.8; anchor (320, 256) in detector space = (400, 320).
     img = face_image([(400, 320)], size=(800, 600))
@@ -148,12 +147,12 @@ def test_generated_detector_fires_where_the_face_is_through_insightface_post_pro
     assert 0.5 < boxes[0, 4] <= 1.0
     assert inside(kpss[0], boxes[0])
     # Keypoints sit where ArcFace's template puts them inside the box, so the aligned crop is the box.
-    expected = np.array([360, 280]) + (models.ARCFACE_TEMPLATE / 112.0) * 80
+    expected = np.array([360, 280]) + (testpack.ARCFACE_TEMPLATE / 112.0) * 80
     np.testing.assert_allclose(kpss[0], expected, atol=1e-3)
     assert loaded.detector.detect(np.full((600, 800, 3), 100, np.uint8))[0].shape[0] == 0
 
 
-def test_generated_detector_boxes_stay_inside_the_image(loaded: models.LoadedPack) -> None:
+def test_generated_detector_boxes_stay_inside_the_image(loaded: runtime.LoadedPack) -> None:
     h, w = 360, 500
     rng = np.random.default_rng(3)
     # Blocky noise (every 16x16 block a random grey) with bright borders: peaks everywhere, edges included.
@@ -169,7 +168,7 @@ def test_generated_detector_boxes_stay_inside_the_image(loaded: models.LoadedPac
         assert inside(kps, box)
 
 
-def test_embeddings_are_normalised_near_duplicates_close_distinct_far(loaded: models.LoadedPack) -> None:
+def test_embeddings_are_normalised_near_duplicates_close_distinct_far(loaded: runtime.LoadedPack) -> None:
     t1 = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"))
     hanks = cv2.imread(str(INSIGHTFACE_IMAGES / "Tom_Hanks_54745.png"))
     synthetic = face_image([(320, 256)], seed=1)
@@ -192,7 +191,7 @@ def test_embeddings_are_normalised_near_duplicates_close_distinct_far(loaded: mo
         assert float(top(a) @ top(b)) < 0.5, (a, b)
 
 
-def test_faces_of_many_images_share_recognizer_calls(loaded: models.LoadedPack, monkeypatch) -> None:
+def test_faces_of_many_images_share_recognizer_calls(loaded: runtime.LoadedPack, monkeypatch) -> None:
     calls: list[int] = []
     real = loaded.recognizer.get_feat
 
@@ -210,7 +209,7 @@ def test_faces_of_many_images_share_recognizer_calls(loaded: models.LoadedPack, 
     assert calls == [4, 4]
 
 
-def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: models.LoadedPack, monkeypatch) -> None:
+def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: runtime.LoadedPack, monkeypatch) -> None:
     good = encode(face_image([(320, 256)]))
     items = [("corrupt", b"\xff\xd8\xff\xe0 not really a jpeg"), ("empty", b""), ("none", None),
              ("blank", encode(np.full((200, 300, 3), 90, np.uint8))), ("huge", good), ("good", good)]
@@ -257,7 +256,7 @@ def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: models.Loa
 # ---------------------------------------------------------------------------- fixed batch and input size
 
 
-def spy_on_recognizer(loaded: models.LoadedPack, monkeypatch) -> list[int]:
+def spy_on_recognizer(loaded: runtime.LoadedPack, monkeypatch) -> list[int]:
     """Records the number of crops of every recognizer call."""
     calls: list[int] = []
     real = loaded.recognizer.get_feat
@@ -311,7 +310,7 @@ def test_fixed_shape_variant_declares_its_batch_and_input_size(
     again = inspect_pack(again_dir, generated=True)
     assert again.pack_sha256 == fixed.pack_sha256
     shutil.rmtree(again.path)
-    assert models.load_pack(again, RuntimeSettings()).recognizer_batch == 1
+    assert runtime.load_pack(again, RuntimeSettings()).recognizer_batch == 1
     assert inspect_pack(again.path).pack_sha256 == fixed.pack_sha256
     # `facelake models --build-test-pack DIR --recognizer-batch 1 --detector-input-size 640` builds it too.
     import json
@@ -327,7 +326,7 @@ def test_fixed_shape_variant_declares_its_batch_and_input_size(
 
 
 def test_fixed_batch_one_recognizer_embeds_every_face_like_the_dynamic_one(
-    loaded: models.LoadedPack, fixed_loaded: models.LoadedPack, monkeypatch
+    loaded: runtime.LoadedPack, fixed_loaded: runtime.LoadedPack, monkeypatch
 ) -> None:
     items = multi_face_items()
     dynamic_calls = spy_on_recognizer(loaded, monkeypatch)
@@ -342,10 +341,10 @@ def test_fixed_batch_one_recognizer_embeds_every_face_like_the_dynamic_one(
 
 
 def test_fixed_batch_above_one_gets_full_calls_only(
-    tmp_path: Path, loaded: models.LoadedPack, monkeypatch
+    tmp_path: Path, loaded: runtime.LoadedPack, monkeypatch
 ) -> None:
     folder = build_generated_pack(tmp_path / "b4", recognizer_batch=4)
-    four = models.load_pack(inspect_pack(folder), RuntimeSettings(threads=1))
+    four = runtime.load_pack(inspect_pack(folder), RuntimeSettings(threads=1))
     assert four.recognizer_batch == 4
     calls = spy_on_recognizer(four, monkeypatch)
     items = multi_face_items()
@@ -359,13 +358,13 @@ def test_fixed_batch_above_one_gets_full_calls_only(
 
 
 def test_a_fixed_detector_input_size_wins_over_det_size(
-    loaded: models.LoadedPack, fixed_dir: Path, pack_dir: Path
+    loaded: runtime.LoadedPack, fixed_dir: Path, pack_dir: Path
 ) -> None:
     # Asked for 320x320, the 640x640 detector still runs at 640x640 (same boxes as the dynamic one at 640);
     # at 320 the 32x32 squares would shrink to 16x16 and not be found at all.
-    fixed = models.load_pack(inspect_pack(fixed_dir), RuntimeSettings(threads=1, det_size=(320, 320)))
+    fixed = runtime.load_pack(inspect_pack(fixed_dir), RuntimeSettings(threads=1, det_size=(320, 320)))
     assert fixed.det_size == (640, 640) and tuple(fixed.detector.input_size) == (640, 640)
-    small = models.load_pack(inspect_pack(pack_dir), RuntimeSettings(threads=1, det_size=(320, 320)))
+    small = runtime.load_pack(inspect_pack(pack_dir), RuntimeSettings(threads=1, det_size=(320, 320)))
     assert small.det_size == (320, 320)
     img = face_image([(160, 128), (480, 320)])
     boxes, _ = fixed.detector.detect(img)
@@ -437,32 +436,32 @@ def test_the_generated_pack_resolves_by_name(tmp_path: Path, monkeypatch) -> Non
     assert pack.generated and pack.path == str((tmp_path / "cache" / models.GENERATED_PACK).resolve())
     # A worker without the folder rebuilds it, byte for byte, before verifying checksums.
     shutil.rmtree(pack.path)
-    models.load_pack(pack, RuntimeSettings())
+    runtime.load_pack(pack, RuntimeSettings())
     assert inspect_pack(pack.path, generated=True).pack_sha256 == pack.pack_sha256
 
 
 # ------------------------------------------------------------------------------------ loading
 
 
-def test_loaded_once_per_process_and_checksums_verified(tmp_path: Path, pack_dir: Path) -> None:
+def test_loaded_once_per_process_and_checksums_verified(tmp_path: Path, pack_dir: Path, monkeypatch) -> None:
     folder = build_generated_pack(tmp_path / "p")
     pack = inspect_pack(folder)
-    models.clear_cache()
-    before = models.load_count()
-    first = models.cached_pack(pack, RuntimeSettings())
-    assert models.cached_pack(pack, RuntimeSettings()) is first
-    assert models.load_count() == before + 1
-    models.clear_cache()
+    monkeypatch.setattr(runtime, "_CACHE", {})  # a process that has loaded nothing yet
+    before = runtime.load_count()
+    first = runtime.cached_pack(pack, RuntimeSettings())
+    assert runtime.cached_pack(pack, RuntimeSettings()) is first
+    assert runtime.load_count() == before + 1
+    monkeypatch.setattr(runtime, "_CACHE", {})  # a new worker process: it loads, so it verifies
     rec = onnx.load(str(folder / GENERATED_RECOGNIZER))
     rec.doc_string = "tampered"
     onnx.save(rec, str(folder / GENERATED_RECOGNIZER))
     with pytest.raises(ModelPackError, match="changed"):
-        models.cached_pack(pack, RuntimeSettings())
+        runtime.cached_pack(pack, RuntimeSettings())
 
 
 def test_threads_cap_every_onnxruntime_session(pack_dir: Path) -> None:
     assert [compute_threads(c, t) for c, t in ((2, 2), (8, 2), (2, 5), (1, 1), (16, 3))] == [1, 4, 1, 1, 5]
-    loaded = models.load_pack(inspect_pack(pack_dir), RuntimeSettings(threads=2))
+    loaded = runtime.load_pack(inspect_pack(pack_dir), RuntimeSettings(threads=2))
     loaded.detector.detect(np.full((100, 100, 3), 90, np.uint8))  # creates SCRFD's 640x640 session
     sessions = [loaded.recognizer.session, loaded.detector.session, *loaded.detector.resolution_sessions.values()]
     assert len(sessions) == 3
@@ -491,7 +490,7 @@ def test_real_det_500m_finds_the_faces_of_t1() -> None:
     from insightface.model_zoo import get_model
     from insightface.model_zoo.scrfd import SCRFD
 
-    detector = get_model(str(REAL_DET), providers=["CPUExecutionProvider"], sess_options=models.session_options(1))
+    detector = get_model(str(REAL_DET), providers=["CPUExecutionProvider"], sess_options=runtime.session_options(1))
     assert isinstance(detector, SCRFD)
     detector.prepare(-1, input_size=(640, 640), det_thresh=0.5)
     img = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"))
@@ -510,7 +509,7 @@ def test_mixed_pack_real_detector_generated_recognizer_end_to_end(tmp_path: Path
     pack = inspect_pack(folder)
     assert pack.detector.file == "det_500m.onnx" and pack.detector.sha256 == models.file_sha256(REAL_DET)
     assert pack.recognizer.sha256 == inspect_pack(pack_dir).recognizer.sha256
-    loaded = models.load_pack(pack, RuntimeSettings())
+    loaded = runtime.load_pack(pack, RuntimeSettings())
     t1 = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"))
     original, near = analyse_images(loaded, [("t1", encode(t1, "JPEG", quality=95)), ("near", near_duplicate(t1))])
     assert original.status is FaceStatus.OK and len(original.faces) == T1_FACES_DET_500M

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
-from jobs.faces import packs as models
+from jobs.faces import testpack as models
 from jobs.faces.embed import embed
 from jobs.ingest.job import ingest_drop
 from jobs.ingest.retag import retag

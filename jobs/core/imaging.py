@@ -1,4 +1,4 @@
-"""Decode and hash one image (pure, no Spark): limits, EXIF orientation, sha256 and a 64-bit pHash."""
+"""Decode and hash one image (pure, no Spark): limits, EXIF orientation, sha256, 64-bit pHash, RGB pixels."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from scipy.fft import dctn
 from jobs.core.reasons import QuarantineReason
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF"})
-PHASH_BITS = 64
 
 # Truncated files must fail, not decode half-grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -36,6 +35,33 @@ class Decoded:
     @property
     def ok(self) -> bool:
         return self.reason is None
+
+
+class TooManyPixels(ValueError):
+    """The header declares more pixels than the limit (raised before a single pixel is decoded)."""
+
+
+def _upright_first_frame(image: Image.Image) -> Image.Image:
+    """The first frame of an animation, decoded, with its EXIF orientation applied."""
+    image.seek(0)
+    image.load()
+    return ImageOps.exif_transpose(image)
+
+
+def load_rgb(data: bytes | None, max_pixels: int) -> np.ndarray:
+    """Image bytes -> HxWx3 uint8 RGB pixels, the image decode_image hashes (first frame, EXIF orientation).
+
+    Raises ValueError without bytes, TooManyPixels above ``max_pixels``, Pillow's own error for a bad file.
+    """
+    if not data:
+        raise ValueError("no image bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own bomb warning; we apply our own limit
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise TooManyPixels(f"{width}x{height} > limit {max_pixels} pixels")
+            return np.asarray(_upright_first_frame(image).convert("RGB"))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -81,9 +107,7 @@ def decode_image(data: bytes | None, max_bytes: int, max_pixels: int) -> Decoded
                 return Decoded(digest, size, width=width, height=height, format=fmt,
                                reason=QuarantineReason.TOO_MANY_PIXELS,
                                detail=f"{width}x{height} > limit {max_pixels} pixels")
-            image.seek(0)  # first frame of an animation
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            image = _upright_first_frame(image)
     except UnidentifiedImageError:
         return Decoded(digest, size, reason=QuarantineReason.NOT_AN_IMAGE, detail="not a known image format")
     except Image.DecompressionBombError as exc:

@@ -1,1 +1,1 @@
-"""Faces: model packs (resolution, identity, generated test pack) and the embed job."""
+"""Faces: model packs, the generated test pack, the worker runtime (detect, align, embed) and the embed job."""

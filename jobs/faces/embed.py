@@ -1,36 +1,15 @@
-"""Embed stage: detect, align and embed every face of every canonical image not yet processed with the pack.
-
-Steps: resolve the model pack on the driver (found, generated or fetched; see jobs.faces.packs); pick the
-canonical images of a pinned ``images`` version that have no ``face_status`` row for this pack; run
-them through a ``mapInPandas`` function on the executors, which loads the pack once per Python worker
-(from its folder, by path and checksum: no model is ever pickled), decodes each image, detects with
-insightface's SCRFD, aligns with ``norm_crop`` and embeds the crops of many images per recognizer
-call (exactly as many as a recognizer with a fixed batch axis declares); then write ``faces`` (one
-row per face) and ``face_status`` (one row per image: ok, no_face or failed with a reason), in that
-order, each an idempotent MERGE.
-
-Only canonical images are embedded: an alias is a near duplicate (resized, recompressed) of its
-canonical, so its faces would be the same faces again; search finds the canonical, whose sources
-include every alias (image_sources). A rerun processes nothing (no new Delta version); a new pack
-(new name or new bytes, hence a new ``pack_id``) re-embeds everything, and ``--drop-other-packs``
-deletes the other packs' rows once every canonical image has a status row for the new pack.
-Failed images are not retried unless ``--retry-failed`` (their content is immutable, so a decode
-failure is permanent); no-face images are never retried for the same pack.
-"""
+"""Embed job (Spark driver): faces and face_status for canonical images not yet processed with the pack."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import platform
 import sys
-import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -42,14 +21,17 @@ from pyspark.sql import types as T
 
 from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
 from jobs.core.runs import RunContext, configure_logging
-from jobs.faces.packs import (
-    LoadedPack,
-    ModelPack,
+from jobs.faces.packs import ModelPack, resolve_pack
+from jobs.faces.runtime import (
+    FaceStatus,
+    FailureReason,  # noqa: F401 - face_status's reason vocabulary, read from here with FaceStatus
+    ImageResult,
     RuntimeSettings,
+    analyse_images,
     cached_pack,
     compute_threads,
     load_count,
-    resolve_pack,
+    tune_allocator,
 )
 from jobs.lake.tables import (
     commit_metadata,
@@ -64,20 +46,6 @@ log = logging.getLogger("facelake.embed")
 
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 SPILLABLE = StorageLevel.MEMORY_AND_DISK
-
-
-class FaceStatus(StrEnum):
-    OK = "ok"
-    NO_FACE = "no_face"
-    FAILED = "failed"
-
-
-class FailureReason(StrEnum):
-    DECODE_FAILED = "decode_failed"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    DETECT_FAILED = "detect_failed"
-    ALIGN_FAILED = "align_failed"
-    EMBED_FAILED = "embed_failed"
 
 
 # What the executors return: one "status" row per image plus one "face" row per face.
@@ -119,182 +87,8 @@ class EmbedOptions:
 
 
 # ------------------------------------------------------------------------------------------------
-# Worker side: plain Python on numpy arrays (tested without Spark)
+# The mapInPandas function: the worker pipeline (jobs.faces.runtime) over Arrow batches
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FaceResult:
-    bbox: np.ndarray  # (4,) float32
-    landmarks: np.ndarray  # (5, 2) float32
-    det_score: float
-    embedding: np.ndarray | None = None  # (dim,) float32, L2-normalised
-
-
-@dataclass
-class ImageResult:
-    image_id: str
-    status: FaceStatus
-    reason: FailureReason | None = None
-    detail: str | None = None
-    faces: list[FaceResult] = field(default_factory=list)
-
-    def fail(self, reason: FailureReason, exc: BaseException | str) -> None:
-        self.status, self.reason, self.faces = FaceStatus.FAILED, reason, []
-        self.detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-class _TooManyPixels(ValueError):
-    pass
-
-
-def decode_bgr(data: bytes | None, max_pixels: int) -> np.ndarray:
-    """Image bytes -> HxWx3 uint8 BGR (insightface's layout): first frame, EXIF orientation applied."""
-    from PIL import Image, ImageFile, ImageOps
-
-    if not data:
-        raise ValueError("no image bytes")
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise _TooManyPixels(f"{width}x{height} > limit {max_pixels} pixels")
-            image.seek(0)
-            image.load()
-            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    return np.ascontiguousarray(rgb[:, :, ::-1])
-
-
-def detect_faces(loaded: LoadedPack, img: np.ndarray) -> list[FaceResult]:
-    """SCRFD detection (insightface's post-processing), ranked by score, then x, then y."""
-    bboxes, kpss = loaded.detector.detect(img)
-    if bboxes.shape[0] == 0:
-        return []
-    if kpss is None:
-        raise RuntimeError("the detector gives no keypoints: alignment needs the 5-point SCRFD variant")
-    if not (np.isfinite(bboxes).all() and np.isfinite(kpss).all()):
-        raise FloatingPointError("non-finite box or keypoint")
-    order = np.lexsort((bboxes[:, 1], bboxes[:, 0], -bboxes[:, 4]))
-    return [
-        FaceResult(bboxes[i, :4].astype(np.float32), kpss[i].astype(np.float32), float(bboxes[i, 4]))
-        for i in order
-    ]
-
-
-def _normalised(feature: np.ndarray) -> np.ndarray:
-    """insightface's Face.normed_embedding, as float32; refuses zero or non-finite vectors."""
-    from insightface.app.common import Face
-
-    face = Face(embedding=np.asarray(feature, dtype=np.float32).ravel())
-    norm = face.embedding_norm
-    if not np.isfinite(norm) or norm < 1e-12:
-        raise FloatingPointError(f"embedding norm {norm}")
-    return np.asarray(face.normed_embedding, dtype=np.float32)
-
-
-def _features(loaded: LoadedPack, crops: list[np.ndarray], rec_batch: int) -> tuple[np.ndarray, int]:
-    """Recognizer outputs for ``crops`` in calls of up to ``rec_batch`` (ArcFaceONNX.get_feat takes a list).
-
-    A recognizer exported with a fixed batch axis (often 1) is refused any other number of crops by
-    onnxruntime, so it gets calls of exactly its declared size, the last one padded with copies of its
-    last crop whose rows are dropped (rows of a batch do not depend on each other).
-    """
-    fixed = loaded.recognizer_batch
-    step = fixed or rec_batch
-    parts = []
-    for start in range(0, len(crops), step):
-        chunk = crops[start : start + step]
-        n = len(chunk)
-        if fixed and n < fixed:
-            chunk = chunk + [chunk[-1]] * (fixed - n)
-        parts.append(np.asarray(loaded.recognizer.get_feat(chunk))[:n])
-    features = np.concatenate(parts, axis=0)
-    if features.shape[0] != len(crops):
-        raise RuntimeError(f"recognizer returned {features.shape[0]} rows for {len(crops)} crops")
-    return features, len(parts)
-
-
-def _embed_group(loaded: LoadedPack, group: list[tuple[ImageResult, list[np.ndarray]]], rec_batch: int) -> int:
-    """Embed the crops of several images together; returns the number of recognizer calls.
-
-    If a shared call fails, each image is retried alone, so only the culprit is marked failed.
-    """
-    try:
-        features, calls = _features(loaded, [c for _, crops in group for c in crops], rec_batch)
-    except Exception as exc:  # noqa: BLE001
-        if len(group) > 1:
-            return sum(_embed_group(loaded, [item], rec_batch) for item in group)
-        group[0][0].fail(FailureReason.EMBED_FAILED, exc)
-        return 1
-    row = 0
-    for result, crops in group:
-        try:
-            embeddings = [_normalised(features[row + i]) for i in range(len(crops))]
-            for face, embedding in zip(result.faces, embeddings, strict=True):
-                face.embedding = embedding
-        except Exception as exc:  # noqa: BLE001
-            result.fail(FailureReason.EMBED_FAILED, exc)
-        row += len(crops)
-    return calls
-
-
-def analyse_images(
-    loaded: LoadedPack,
-    items: list[tuple[str, bytes | None]],
-    *,
-    rec_batch: int = 32,
-    max_pixels: int = 50_000_000,
-    stats: dict[str, int] | None = None,
-) -> list[ImageResult]:
-    """Decode, detect, align and embed a batch of images. Never raises for a bad image: it is marked failed."""
-    from insightface.utils.face_align import norm_crop
-
-    size = int(loaded.recognizer.input_size[0])
-    fixed = loaded.recognizer_batch
-    # With a fixed batch axis, groups are whole calls' worth of crops: only a group's last call is padded.
-    flush_at = -(-rec_batch // fixed) * fixed if fixed else rec_batch
-    results: list[ImageResult] = []
-    group: list[tuple[ImageResult, list[np.ndarray]]] = []
-    pending = 0
-    calls = 0
-    for image_id, data in items:
-        result = ImageResult(image_id, FaceStatus.NO_FACE)
-        results.append(result)
-        try:
-            img = decode_bgr(data, max_pixels)
-        except _TooManyPixels as exc:
-            result.fail(FailureReason.TOO_MANY_PIXELS, str(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - any decoder error is this image's problem
-            result.fail(FailureReason.DECODE_FAILED, exc)
-            continue
-        try:
-            result.faces = detect_faces(loaded, img)
-        except Exception as exc:  # noqa: BLE001
-            result.fail(FailureReason.DETECT_FAILED, exc)
-            continue
-        if not result.faces:
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # scikit-image's estimate() deprecation
-                crops = [norm_crop(img, landmark=f.landmarks, image_size=size) for f in result.faces]
-        except Exception as exc:  # noqa: BLE001
-            result.fail(FailureReason.ALIGN_FAILED, exc)
-            continue
-        result.status = FaceStatus.OK
-        group.append((result, crops))
-        pending += len(crops)
-        if pending >= flush_at:
-            calls += _embed_group(loaded, group, rec_batch)
-            group, pending = [], 0
-    if group:
-        calls += _embed_group(loaded, group, rec_batch)
-    if stats is not None:
-        stats["recognizer_calls"] = stats.get("recognizer_calls", 0) + calls
-    return results
 
 
 def results_frame(results: list[ImageResult], worker: str, loads: int) -> pd.DataFrame:
@@ -319,31 +113,6 @@ def results_frame(results: list[ImageResult], worker: str, loads: int) -> pd.Dat
         frame[col] = frame[col].astype("Int32")
     frame["det_score"] = frame["det_score"].astype("float32")
     return frame
-
-
-_ALLOCATOR_TUNED = False
-
-
-def tune_allocator() -> bool:
-    """glibc only, once per process: serve blocks up to 32 MiB from the heap instead of fresh mmaps.
-
-    Decoded images and detector inputs (~1-10 MB each) are above glibc's initial 128 KiB mmap
-    threshold, so a fresh Python worker maps, page-faults and unmaps them for every image (~20% more
-    CPU per image on the sample drop, mostly system time), while a long-lived process that once freed
-    large blocks has had its threshold raised by glibc itself. Returns whether the setting took.
-    """
-    global _ALLOCATOR_TUNED
-    if not _ALLOCATOR_TUNED:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-            _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
-                libc.mallopt(m_trim_threshold, 128 << 20))
-        except (OSError, AttributeError):  # not glibc
-            _ALLOCATOR_TUNED = False
-    return _ALLOCATOR_TUNED
 
 
 def embed_partition_fn(pack: ModelPack, settings: RuntimeSettings, rec_batch: int, max_pixels: int):
@@ -470,6 +239,21 @@ def embed(
     gate: Callable[[str, DataFrame], None] | None = None,
 ) -> dict[str, Any]:
     """Detect and embed faces of every canonical image not yet processed with the configured pack.
+
+    The pack is resolved on the driver (found, generated or fetched: ``jobs.faces.packs``); the canonical
+    images of a pinned ``images`` version without a ``face_status`` row for it go through a
+    ``mapInPandas`` function whose Python workers each load the pack once, from its folder by path and
+    checksum (no model is ever pickled), and run ``jobs.faces.runtime.analyse_images``; then ``faces`` (one
+    row per face) and ``face_status`` (one row per image: ok, no_face or failed with a reason) are written
+    in that order, each an idempotent MERGE.
+
+    Only canonical images are embedded: an alias is a near duplicate (resized, recompressed) of its
+    canonical, so its faces would be the same faces again; search finds the canonical, whose sources
+    include every alias (image_sources). A rerun processes nothing (no new Delta version); a new pack
+    (new name or new bytes, hence a new ``pack_id``) re-embeds everything, and ``drop_other_packs``
+    deletes the other packs' rows once every canonical image has a status row for the new pack. Failed
+    images are not retried unless ``retry_failed`` (their content is immutable, so a decode failure is
+    permanent); no-face images are never retried for the same pack.
 
     ``gate(table, rows)`` is called before each publish and may raise to stop it (``gate.check_all``,
     when the gate has it, checks both tables in one call); by default it is the expectations gate
