@@ -13,11 +13,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.config import FacelakeConfig
+from jobs.core.ids import url_digest
 from jobs.core.imaging import hamming
 from jobs.core.manifest import drop_id_for
 from jobs.core.runs import RunContext
 from jobs.ingest.job import WRITE_ORDER, InjectedFailure, ingest_drop, read_drop_id
-from jobs.ingest.suppression import url_digest
 from jobs.lake.schemas import schema_differences, schema_of
 from jobs.lake.tables import merge_new_rows, read_table, table_uri
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.ingest.suppression import load_suppression, normalize_url, url_digest, url_sha256
+from jobs.core.ids import normalize_url, url_digest
+from jobs.ingest.suppression import load_suppression
+from jobs.lake.tables import url_sha256
 
 URLS = ["https://www.Example.co.uk/a.jpg", " https://example.com/a.jpg#frag ", "http://x.org/P?q=1"]
 

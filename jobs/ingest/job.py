@@ -31,7 +31,7 @@ from jobs.core.manifest import UTF8_BOM, ManifestRecord, Rejection, drop_id_for,
 from jobs.core.policy import Policy, load_policy, tags_for_source
 from jobs.core.runs import RunContext, start_run
 from jobs.ingest.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_long_col
-from jobs.ingest.suppression import load_suppression, url_sha256, without_suppressed_hosts
+from jobs.ingest.suppression import load_suppression, without_suppressed_hosts
 from jobs.lake.tables import (
     ensure_table,
     init_lake,
@@ -41,6 +41,7 @@ from jobs.lake.tables import (
     read_table,
     row_id_col,
     upsert_rows,
+    url_sha256,
 )
 from jobs.quality.gate import publish_gate
 

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.lake.tables import ensure_table, read_table
-
-
-def normalize_url(url: str) -> str:
-    """The form a URL is hashed in: trimmed, fragment dropped, lower-cased (over-matching is the safe side)."""
-    return re.sub(r"#.*$", "", url.strip()).lower()
-
-
-def url_digest(url: str) -> str:
-    """sha256 of the normalised URL: what the suppression list stores instead of the URL."""
-    return hashlib.sha256(normalize_url(url).encode("utf-8")).hexdigest()
-
-
-def url_sha256(url: Column) -> Column:
-    """Spark twin of ``url_digest`` (tested to agree)."""
-    return F.sha2(F.lower(F.regexp_replace(F.trim(url), "#.*$", "")), 256)
+from jobs.core.ids import normalize_url, url_digest  # noqa: F401 — the suppression list's URL hashing
+from jobs.lake.tables import ensure_table, read_table, url_sha256  # noqa: F401
 
 
 @dataclass

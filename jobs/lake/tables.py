@@ -18,6 +18,11 @@ def row_id_col(*parts: str | Column) -> Column:
     return F.sha2(F.concat_ws(SEPARATOR, *[F.coalesce(c.cast("string"), F.lit("")) for c in cols]), 256)
 
 
+def url_sha256(url: Column) -> Column:
+    """Spark twin of ``jobs.core.ids.url_digest`` (tested to agree)."""
+    return F.sha2(F.lower(F.regexp_replace(F.trim(url), "#.*$", "")), 256)
+
+
 def table_uri(lake: str, name: str) -> str:
     """URI of table ``name`` under the lake root (a local path or an object-store URI)."""
     table_spec(name)  # fail early on unknown names
