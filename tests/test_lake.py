@@ -10,64 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
+from lakedata import NOW, assert_same_rows, faces, rows
+from pyspark.sql import SparkSession
 
 from jobs.core.runs import RunContext
 from jobs.lake.api import CHANGE_TYPE, Lake, LakeError, PurgedVersionError, history_records
-from jobs.lake.schemas import table_spec
 from jobs.lake.tables import commit_metadata, ensure_table, merge_new_rows, table_uri, upsert_rows
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 # CLI commands run in-process reuse the test session: keep its settings (getOrCreate applies flags).
 SESSION = ["--spark-master", "local[2]", "--shuffle-partitions", "2"]
-
-
-def _default(field: T.StructField, i: int) -> Any:
-    kind = field.dataType
-    if isinstance(kind, T.StringType):
-        return f"{field.name}-{i}"
-    if isinstance(kind, (T.IntegerType, T.LongType)):
-        return i
-    if isinstance(kind, (T.FloatType, T.DoubleType)):
-        return float(i)
-    if isinstance(kind, T.TimestampType):
-        return NOW
-    if isinstance(kind, T.BinaryType):
-        return bytes([i % 256])
-    if isinstance(kind, T.BooleanType):
-        return False
-    if isinstance(kind, T.ArrayType):
-        return []
-    if isinstance(kind, T.MapType):
-        return {}
-    return None
-
-
-def rows(spark: SparkSession, name: str, items: list[dict[str, Any]]) -> DataFrame:
-    """Rows of table ``name``: every column filled deterministically, ``items`` override some."""
-    schema = table_spec(name).schema
-    data = [{f.name: item.get(f.name, _default(f, i)) for f in schema.fields} for i, item in enumerate(items)]
-    return spark.createDataFrame(data, schema)
-
-
-def faces(spark: SparkSession, ids: list[str], score: float = 0.9, image: str = "img") -> DataFrame:
-    return rows(spark, "faces", [
-        {"face_id": f, "image_id": f"{image}-{f}", "det_score": score, "embedding": [1.0, 0.0],
-         "jurisdiction_tags": ["uk"] if f.endswith("uk") else []}
-        for f in ids
-    ])
-
-
-def sorted_rows(df: DataFrame) -> list[tuple]:
-    return sorted(tuple(r) for r in df.collect())
-
-
-def assert_same_rows(actual: DataFrame, expected: DataFrame) -> None:
-    """Two-way comparison: nothing missing, nothing extra (as in Delta's own tests)."""
-    cols = expected.columns
-    assert actual.select(*cols).exceptAll(expected).count() == 0
-    assert expected.exceptAll(actual.select(*cols)).count() == 0
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lakedata import (
+    LOG_KINDS,
+    assert_same_rows,
+    faces,
+    file_holds_marker,
+    log_files,
+    log_kind,
+    log_version,
+    marker_rows,
+    rows,
+)
 from pyspark.sql import SparkSession
 
 from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
-from jobs.lake.api import Lake, PurgedVersionError
+from jobs.lake.api import Lake, PurgedVersionError, history_records
 from jobs.lake.maintain import interval_hours, maintain, optimize_plan, properties_to_set
 from jobs.lake.tables import ensure_table, merge_new_rows, upsert_rows
-from tests.test_lake import assert_same_rows, faces, history_records, rows
-from tests.test_privacy import LOG_KINDS, file_holds_marker, log_files, log_kind, log_version, marker_rows
 
 
 def test_interval_hours() -> None:

@@ -4,90 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
-from pyspark.sql import DataFrame, SparkSession
+from lakedata import LOG_KINDS, MARKER, file_holds_marker, log_files, log_kind, marker_items, marker_rows
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from jobs.core.runs import RunContext
 from jobs.lake.schemas import table_names, table_spec
 from jobs.lake.tables import ensure_table, merge_new_rows
-from tests.test_lake import rows
-
-# Short enough that Delta's 32-character string statistics would hold it whole, in every column.
-MARKER = "pii-marker-7f3a"
-LOG_KINDS = ("commit", "checkpoint", "checksum")
-
-
-def marker_items(name: str, batch: int) -> list[dict[str, Any]]:
-    """Two rows' overrides for table ``name``: MARKER in every personal string, bytes or string-array column."""
-    spec = table_spec(name)
-    items = []
-    for i in range(2):
-        item: dict[str, Any] = {}
-        for f in spec.schema.fields:
-            kind = f.dataType
-            if f.name in spec.key and isinstance(kind, T.StringType):
-                item[f.name] = f"{f.name}-{batch}-{i}"  # new keys each batch, so every MERGE commits
-            elif f.name in spec.personal and isinstance(kind, T.StringType):
-                item[f.name] = f"https://{MARKER}.example/{f.name}/{batch}/{i}"
-            elif f.name in spec.personal and isinstance(kind, T.BinaryType):
-                item[f.name] = MARKER.encode()
-            elif f.name in spec.personal and kind == T.ArrayType(T.StringType(), True):
-                item[f.name] = [MARKER]
-        items.append(item)
-    return items
-
-
-def marker_rows(spark: SparkSession, name: str, batch: int) -> DataFrame:
-    return rows(spark, name, marker_items(name, batch))
-
-
-def log_kind(path: Path) -> str:
-    """commit (NNN.json), checkpoint (NNN.checkpoint[.part].parquet, v2 sidecars), checksum (Delta's NNN.crc), other."""
-    if path.name.startswith("."):
-        return "other"  # Hadoop's .NNN.json.crc: a CRC-32 of its neighbour, scanned all the same
-    if ".checkpoint." in path.name or path.parent.name == "_sidecars":
-        return "checkpoint"
-    if path.suffix == ".crc":
-        return "checksum"  # the table's state at that version, file statistics included
-    if path.suffix == ".json":
-        return "commit"
-    return "other"
-
-
-def log_version(path: Path) -> int:
-    """The table version a commit, checkpoint or checksum file belongs to."""
-    return int(path.name.split(".")[0])
-
-
-def _strings(value: Any):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _strings(v)
-    elif isinstance(value, bytes):
-        yield value.decode("utf-8", "replace")
-    elif value is not None:
-        yield str(value)
-
-
-def file_holds_marker(path: Path) -> bool:
-    """Whether MARKER is in the file: its bytes, and for parquet (compressed pages) every decoded value."""
-    if MARKER.encode() in path.read_bytes():
-        return True
-    if path.suffix == ".parquet":
-        return any(MARKER in s for s in _strings(pq.read_table(path).to_pylist()))
-    return False
-
-
-def log_files(table_dir: Path) -> list[Path]:
-    """Every file under the table's _delta_log, sidecars, staged commits and Hadoop checksums included."""
-    return sorted(p for p in (table_dir / "_delta_log").rglob("*") if p.is_file())
 
 
 def leaks(lake: str) -> dict[str, list[str]]:

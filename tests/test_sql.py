@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from lakedata import faces, rows
 from pyspark.sql import SparkSession
 
 from jobs.commands.sql import format_table, jsonable, parse_versions, run_sql
@@ -18,7 +19,6 @@ from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
 from jobs.lake.api import LakeError
 from jobs.lake.tables import merge_new_rows
-from tests.test_lake import faces, rows
 
 FACELAKE = str(Path(sys.executable).parent / "facelake")
 
