@@ -84,6 +84,14 @@ def near_duplicate_pairs(
     )
 
 
+def jobs_candidate_count(left: DataFrame, right: DataFrame, threshold: int, hash_col: str = "phash_long") -> int:
+    """Rows jobs.ingest.dedupe's banding join hands to its exact filter (self matches included)."""
+    plan = band_plan(threshold)
+    lk = jobs_band_keys(left.select(F.col(hash_col).alias("a_hash")), plan, "a_hash")
+    rk = jobs_band_keys(right.select(F.col(hash_col).alias("b_hash")), plan, "b_hash")
+    return lk.join(rk, ["band", "band_key"]).count()
+
+
 def candidate_count(left: DataFrame, right: DataFrame, threshold: int, id_col: str = "image_id",
                     hash_col: str = "phash_long", hint: str = JOIN_HINT) -> int:
     """Rows the proposed join hands to the exact filter (self matches and redundant combinations removed)."""

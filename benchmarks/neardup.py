@@ -50,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="seconds per imagededup method without its own budget; sizes predicted (n^2) to "
                              "exceed it are extrapolated, not run (default 900)")
     parser.add_argument("--threads", type=int, default=2, help="brute-force threads and imagededup workers")
-    parser.add_argument("--skip-candidates", action="store_true", help="skip jobs.ingest.dedupe.candidate_count")
+    parser.add_argument("--skip-candidates", action="store_true", help="skip counting the join's candidate rows")
     parser.add_argument("--impl", choices=("jobs", "hinted", "proposed"), default="jobs",
                         help="jobs.ingest.dedupe (default), or a variant in benchmarks/dedupe_variants.py")
     parser.add_argument("--join-hint", default="merge",
@@ -186,8 +186,8 @@ def main(argv: list[str]) -> int:
 
     # 3. Spark.
     if args.impl == "hinted":
+        from benchmarks.dedupe_variants import jobs_candidate_count as candidate_count
         from benchmarks.dedupe_variants import near_duplicate_pairs_hinted
-        from jobs.ingest.dedupe import candidate_count
 
         def near_duplicate_pairs(left: Any, right: Any, threshold: int) -> Any:
             return near_duplicate_pairs_hinted(left, right, threshold, hint=args.join_hint)
@@ -200,7 +200,8 @@ def main(argv: list[str]) -> int:
         def candidate_count(left: Any, right: Any, threshold: int) -> int:
             return dedupe_variants.candidate_count(left, right, threshold, hint=args.join_hint)
     else:
-        from jobs.ingest.dedupe import candidate_count, near_duplicate_pairs
+        from benchmarks.dedupe_variants import jobs_candidate_count as candidate_count
+        from jobs.ingest.dedupe import near_duplicate_pairs
     from jobs.core.runs import configure_logging
     from jobs.lake.session import get_spark
 

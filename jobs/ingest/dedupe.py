@@ -107,14 +107,6 @@ def near_duplicate_pairs(
     )
 
 
-def candidate_count(left: DataFrame, right: DataFrame, threshold: int, hash_col: str = "phash_long") -> int:
-    """Candidate pairs the banding join produces before the exact distance filter (for benchmarks)."""
-    plan = band_plan(threshold)
-    lk = band_keys(left.select(F.col(hash_col).alias("a_hash")), plan, "a_hash")
-    rk = band_keys(right.select(F.col(hash_col).alias("b_hash")), plan, "b_hash")
-    return lk.join(rk, ["band", "band_key"]).count()
-
-
 @dataclass(frozen=True)
 class Member:
     """What the canonical choice looks at for one image."""
