@@ -60,9 +60,9 @@ def referenced_paths(drop: Path, counts: ReferenceCounts) -> list[str]:
     """Parse every manifest line (as the job does) and return the distinct image paths of valid lines."""
     from jobs.core.manifest import ManifestRecord, parse_line
 
-    text = (drop / "manifest.jsonl").read_text(encoding="utf-8")
+    data = (drop / "manifest.jsonl").read_bytes()
     paths: set[str] = set()
-    for index, line in enumerate(text.split("\n")):  # textFile splits on newlines only
+    for index, line in enumerate(data.split(b"\n")):  # the job splits raw bytes on newlines only
         if not line.strip():
             continue
         counts.lines += 1
@@ -76,14 +76,14 @@ def referenced_paths(drop: Path, counts: ReferenceCounts) -> list[str]:
 
 def _decode_one(job: tuple[str, str, int, int]) -> str:
     """Read and decode one file; returns 'ok' or the quarantine reason."""
+    from jobs.core.dropfiles import read_local
     from jobs.core.imaging import decode_image
 
     root, rel, max_bytes, max_pixels = job
-    try:
-        data: bytes | None = Path(root, rel).read_bytes()
-    except OSError:
-        data = None
-    decoded = decode_image(data, max_bytes, max_pixels)
+    file = read_local(root, rel, max_bytes)  # the job's reader: no link followed, size checked first
+    if file.content is None:
+        return file.reason.value if file.reason else "missing_file"
+    decoded = decode_image(file.content, max_bytes, max_pixels)
     return "ok" if decoded.reason is None else decoded.reason.value
 
 

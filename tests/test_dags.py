@@ -45,7 +45,8 @@ def test_ingest_dag_runs_end_to_end(
     key = json.loads((sample_drop / "answer_key.json").read_text())
     assert read_table(spark, config.lake, "crawl_manifest").count() + read_table(
         spark, config.lake, "quarantine"
-    ).where("reason IN ('malformed_json', 'missing_field', 'invalid_field', 'path_escape')").count() == len(key["lines"])
+    ).where("reason IN ('malformed_json', 'invalid_encoding', 'line_too_long', 'missing_field', 'invalid_field', "
+           "'path_escape')").count() == len(key["lines"])
     # The commit records which DAG run made it.
     meta = json.loads(DeltaTable.forPath(spark, table_uri(config.lake, "crawl_manifest")).history(1).first()["userMetadata"])
     assert meta["job"] == "ingest"

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy.fft import dctn
 
+from jobs.core.manifest import MAX_LINE_BYTES
 from jobs.core.reasons import QuarantineReason as R
 from jobs.testdata.sample_drop import (
     ALL_KINDS,
@@ -71,11 +72,21 @@ def _is_uk(record: dict[str, Any]) -> bool:
 
 
 def _file_digests(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    """Hash of every regular file, text of every symbolic link (never followed), and every folder."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_dir():
+            out[rel] = "dir"
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _regular_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if not p.is_symlink() and p.is_file()]
 
 
 def _parse(line: str) -> Any:
@@ -98,10 +109,16 @@ def key(drop: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def lines(drop: Path) -> list[str]:
-    text = (drop / "manifest.jsonl").read_text(encoding="utf-8")
-    assert text.endswith("\n")
-    return text.split("\n")[:-1]
+def raw_lines(drop: Path) -> list[bytes]:
+    data = (drop / "manifest.jsonl").read_bytes()
+    assert data.endswith(b"\n")
+    return data.split(b"\n")[:-1]
+
+
+@pytest.fixture(scope="module")
+def lines(raw_lines: list[bytes]) -> list[str]:
+    # surrogateescape: the invalid_utf8 lines keep their bad bytes as lone surrogates instead of failing.
+    return [line.decode("utf-8", errors="surrogateescape") for line in raw_lines]
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +167,12 @@ def test_manifest_lines_match_the_key(key: dict[str, Any], lines: list[str]) -> 
             assert entry["image_path"] is None and entry["uk_expected"] is None
             continue
         assert isinstance(record, dict), line
+        if entry["expected"] == R.INVALID_ENCODING:
+            # The bad bytes sit in source_url, which the key cannot hold as text.
+            assert entry["source_url"] is None and isinstance(record["source_url"], str)
+            assert record.get("image_path") == entry["image_path"]
+            assert _is_uk(record) == entry["uk_expected"], line
+            continue
         assert record.get("image_path") == entry["image_path"]
         assert record.get("source_url") == entry["source_url"]
         assert _is_uk(record) == entry["uk_expected"], line
@@ -191,6 +214,42 @@ def test_line_level_problems_are_exactly_one_each(key: dict[str, Any], lines: li
             assert entry["file_sha256"] is not None and entry["has_face_expected"] is not None
 
 
+def test_byte_level_problems_are_the_only_problem(
+    key: dict[str, Any], raw_lines: list[bytes], lines: list[str]
+) -> None:
+    """invalid_utf8 and line_too_long lines would be ingestible if their bytes were right."""
+    required = ("image_path", "source_url", "crawled_at")
+    seen = Counter()
+    for entry in key["lines"]:
+        raw, text = raw_lines[entry["line_no"] - 1], lines[entry["line_no"] - 1]
+        if entry["expected"] == R.INVALID_ENCODING:
+            with pytest.raises(UnicodeDecodeError):
+                raw.decode("utf-8")
+            assert len(raw) < MAX_LINE_BYTES
+            record = json.loads(text)
+            # Only source_url holds bytes that are not UTF-8 (escaped into lone surrogates when read).
+            bad = [k for k, v in record.items() if isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v)]
+            assert bad == ["source_url"]
+            assert urlsplit(record["source_url"]).scheme == "https"
+        elif entry["expected"] == R.LINE_TOO_LONG:
+            assert len(raw) > MAX_LINE_BYTES
+            assert len(raw) <= MAX_LINE_BYTES + 4096  # just over: the drop stays small
+            record = json.loads(raw.decode("utf-8"))
+            assert isinstance(record, dict) and record["image_path"] == entry["image_path"]
+            # Without the padding field the line would be short and valid.
+            del record["page_html"]
+            assert len(json.dumps(record, ensure_ascii=False).encode()) < 4096
+            assert entry["source_url"] == record["source_url"]
+        else:
+            assert len(raw) < MAX_LINE_BYTES
+            continue
+        seen[entry["expected"]] += 1
+        assert all(record.get(name) for name in required)
+        datetime.fromisoformat(record["crawled_at"])
+        assert entry["file_sha256"] is not None and entry["has_face_expected"] is not None
+    assert seen[R.INVALID_ENCODING] >= 1 and seen[R.LINE_TOO_LONG] == 1
+
+
 def test_summary_matches_key(tmp_path: Path) -> None:
     summary = generate_sample_drop(tmp_path / "d", 60, seed=2)
     assert isinstance(summary, SampleDropSummary)
@@ -199,7 +258,7 @@ def test_summary_matches_key(tmp_path: Path) -> None:
     assert data["lines"] == 60 and data["n"] == 60 and data["seed"] == 2
     assert data["by_expected"] == dict(sorted(Counter(e["expected"] for e in key["lines"]).items()))
     assert data["by_kind"] == dict(sorted(Counter(e["kind"] for e in key["lines"]).items()))
-    files = [p for p in (tmp_path / "d" / "images").rglob("*") if p.is_file()]
+    files = _regular_files(tmp_path / "d" / "images")
     assert data["files"] == len(files)
     assert data["total_bytes"] == sum(p.stat().st_size for p in files)
     assert data["uk_lines"] == sum(bool(e["uk_expected"]) for e in key["lines"])
@@ -230,7 +289,7 @@ def test_other_seed_differs_and_prefix_is_stable(drop: Path, tmp_path: Path) -> 
     shorter = tmp_path / "shorter"
     generate_sample_drop(shorter, 60, SEED)
     # A smaller drop is the first lines of a bigger one with the same seed.
-    assert (drop / "manifest.jsonl").read_text().startswith((shorter / "manifest.jsonl").read_text())
+    assert (drop / "manifest.jsonl").read_bytes().startswith((shorter / "manifest.jsonl").read_bytes())
 
 
 def test_refuses_non_empty_folder_unless_overwrite(tmp_path: Path) -> None:
@@ -257,7 +316,8 @@ def test_file_hashes_and_exact_duplicates(drop: Path, key: dict[str, Any]) -> No
     by_line = {e["line_no"]: e for e in key["lines"]}
     for entry in key["lines"]:
         if entry["file_sha256"] is None:
-            if entry["image_path"] is not None and entry["expected"] != R.PATH_ESCAPE:
+            # Links and folders are checked in test_links_and_folders_are_never_files.
+            if entry["image_path"] is not None and entry["expected"] not in (R.PATH_ESCAPE, R.SYMLINK, R.NOT_A_FILE):
                 assert not (drop / entry["image_path"]).exists()
             continue
         data = (drop / entry["image_path"]).read_bytes()
@@ -348,6 +408,55 @@ def test_bad_files_fail_the_way_the_key_claims(
             resolved = Path(os.path.normpath(drop / entry["image_path"]))
             assert not resolved.is_relative_to(drop), entry["image_path"]
     assert seen[R.TRUNCATED_IMAGE] >= 2 and seen[R.PATH_ESCAPE] >= 3 and seen[R.MALFORMED_JSON] >= 3
+
+
+def _links_on_the_way(drop: Path, image_path: str) -> list[Path]:
+    """The symbolic links among image_path and its folders, looked at with lstat only."""
+    parts = image_path.split("/")
+    return [drop.joinpath(*parts[: i + 1]) for i in range(len(parts)) if drop.joinpath(*parts[: i + 1]).is_symlink()]
+
+
+def test_links_and_folders_are_never_files(drop: Path, key: dict[str, Any]) -> None:
+    """symlink and not_a_file lines: nothing is a regular file where image_path points (no link followed)."""
+    by_line = {e["line_no"]: e for e in key["lines"]}
+    kinds = Counter()
+    for entry in key["lines"]:
+        if entry["expected"] not in (R.SYMLINK, R.NOT_A_FILE):
+            continue
+        kinds[entry["kind"]] += 1
+        assert entry["file_sha256"] is None and entry["bytes"] is None
+        links = _links_on_the_way(drop, entry["image_path"])
+        if entry["expected"] == R.NOT_A_FILE:
+            assert links == [] and (drop / entry["image_path"]).is_dir()
+            assert Path(entry["image_path"]).suffix in (".jpg", ".jpeg", ".png", ".webp")
+            continue
+        assert len(links) == 1, entry
+        link = links[0]
+        target = os.readlink(link)
+        # Resolved lexically from the link's folder, never through the file system.
+        lands = Path(os.path.normpath(link.parent / target)) if not os.path.isabs(target) else Path(target)
+        if entry["kind"] == "symlink_out_of_drop":
+            assert link == drop / entry["image_path"]
+            assert not lands.is_relative_to(drop), target
+        else:
+            assert not os.path.isabs(target) and lands.is_relative_to(drop), target
+            if entry["kind"] == "symlink_in_drop":
+                assert link == drop / entry["image_path"]
+            else:  # a folder link in front of a real file
+                assert link != drop / entry["image_path"] and lands.is_dir() and not lands.is_symlink()
+        scenario = key["scenarios"].get(entry["kind"])
+        if scenario is not None and scenario["line"] == entry["line_no"]:
+            assert scenario["image_path"] == entry["image_path"] and scenario["target"] == target
+            assert drop / scenario["link"] == link
+            if scenario["target_line"] is not None:
+                # The link points at the very file an earlier, ingestible line names.
+                original = by_line[scenario["target_line"]]
+                assert original["expected"] == "ok" and scenario["target_line"] < entry["line_no"]
+                real = lands / Path(entry["image_path"]).name if entry["kind"] == "symlink_folder" else lands
+                assert real == drop / original["image_path"] and not real.is_symlink()
+    assert {"symlink_in_drop", "symlink_out_of_drop", "symlink_folder", "dir_as_image"} <= set(kinds)
+    for kind in ("symlink_in_drop", "symlink_out_of_drop", "symlink_folder"):
+        assert kind in key["scenarios"]
 
 
 def test_truncated_files_are_cut_valid_images(drop: Path, key: dict[str, Any]) -> None:
@@ -481,7 +590,7 @@ def test_two_thousand_lines_finish_quickly(tmp_path: Path) -> None:
     summary = generate_sample_drop(tmp_path / "big", 2000, seed=11)
     elapsed = time.monotonic() - started
     assert summary.lines == 2000
-    assert sum(1 for _ in (tmp_path / "big" / "manifest.jsonl").open()) == 2000
+    assert sum(1 for _ in (tmp_path / "big" / "manifest.jsonl").open("rb")) == 2000
     assert elapsed < 60, f"2000 lines took {elapsed:.1f}s"
 
 
@@ -496,7 +605,7 @@ def test_cli_main_and_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([str(tmp_path / "d"), "--n", "50", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "50" in out and "quarantine" in out
-    assert sum(1 for _ in (tmp_path / "d" / "manifest.jsonl").open()) == 50
+    assert sum(1 for _ in (tmp_path / "d" / "manifest.jsonl").open("rb")) == 50
     assert main([str(tmp_path / "d"), "--n", "50", "--seed", "1"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main([str(tmp_path / "d"), "--n", "50", "--seed", "1", "--overwrite"]) == 0

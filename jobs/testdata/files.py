@@ -34,14 +34,31 @@ class DropFiles:
         """A request id for an error page, tied to the file counter so it never draws from an RNG."""
         return hashlib.sha256(f"{self.seed}/{self.file_seq}".encode()).hexdigest()[:16]
 
-    def write(self, rel: str, data: bytes) -> None:
+    def _parent(self, rel: str) -> None:
         parent = rel.rpartition("/")[0]
         if parent not in self._made_dirs:
             (self.out / parent).mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(parent)
+
+    def write(self, rel: str, data: bytes) -> None:
+        self._parent(rel)
         (self.out / rel).write_bytes(data)
         self.files += 1
         self.total_bytes += len(data)
+
+    def symlink(self, rel: str, target: str) -> None:
+        """A symbolic link at ``rel`` whose text is ``target``; the target is never opened or read.
+
+        Not counted in ``files``/``total_bytes``: those are the regular files the drop holds.
+        """
+        self._parent(rel)
+        (self.out / rel).symlink_to(target)
+
+    def folder(self, rel: str) -> None:
+        """An empty folder at ``rel`` (a path named like an image); not counted as a file."""
+        self._parent(rel)
+        (self.out / rel).mkdir()
+        self._made_dirs.add(rel)
 
     def seen(self, data: bytes) -> bool:
         """True when some earlier line already has exactly these bytes."""

@@ -13,7 +13,8 @@ from jobs.testdata.plan import LinePlan, builder_for, expected_for
 from jobs.testdata.state import DropState
 from jobs.testdata.summary import SampleDropSummary, Tally
 
-LineBuilder = Callable[[DropState, random.Random, int, dict[str, Any]], str]
+# A builder returns the line as text, or as raw bytes when the bytes themselves are the point (not UTF-8).
+LineBuilder = Callable[[DropState, random.Random, int, dict[str, Any]], str | bytes]
 
 BUILDERS: dict[str, LineBuilder] = {
     "unique": ok_lines.unique,
@@ -24,6 +25,8 @@ BUILDERS: dict[str, LineBuilder] = {
     "bad_file": bad_lines.bad_file,
     "bad_path": bad_lines.bad_path,
     "bad_line": bad_lines.bad_line,
+    "bad_entry": bad_lines.bad_entry,
+    "raw_line": bad_lines.raw_line,
 }
 
 
@@ -38,23 +41,24 @@ class Generator:
         self.state = DropState(out_dir, seed)
         self.tally = Tally()
 
-    def line(self, line_no: int) -> tuple[str, dict[str, Any]]:
-        """(manifest line text, answer-key entry) for ``line_no``; lines must be made in order."""
+    def line(self, line_no: int) -> tuple[bytes, dict[str, Any]]:
+        """(manifest line bytes, answer-key entry) for ``line_no``; lines must be made in order."""
         kind = self.plan.kind_for(line_no)
         # A stream per line: how many draws one line takes never shifts the next line's.
         rng = random.Random(f"facelake-sample-drop/{self.seed}/line/{line_no}")
         entry = new_entry(line_no, kind)
-        text = BUILDERS[builder_for(kind)](self.state, rng, line_no, entry)
+        made = BUILDERS[builder_for(kind)](self.state, rng, line_no, entry)
+        data = made if isinstance(made, bytes) else made.encode("utf-8")
         if entry["kind"] != kind:  # a builder fell back to a simpler category
             entry["expected"] = expected_for(entry["kind"])
         self.tally.add(entry)
-        return text, entry
+        return data, entry
 
-    def run(self, manifest: IO[str], key: AnswerKeyWriter, progress: Callable[[int, int], None] | None) -> None:
+    def run(self, manifest: IO[bytes], key: AnswerKeyWriter, progress: Callable[[int, int], None] | None) -> None:
         step = max(1, self.n // 10)
         for line_no in range(1, self.n + 1):
-            text, entry = self.line(line_no)
-            manifest.write(text + "\n")
+            data, entry = self.line(line_no)
+            manifest.write(data + b"\n")
             key.line(entry)
             if progress and line_no % step == 0:
                 progress(line_no, self.n)

@@ -21,13 +21,13 @@ COVERAGE_PLAN: tuple[str, ...] = (
     "unique_nonface", "oversized", "missing_source_url", "unique_face", "ext_mismatch",
     "bomb", "crawled_at_no_zone", "unique_nonface", "path_escape_absolute", "malformed_truncated",
     "unique_face", "missing_crawled_at", "crawled_at_not_a_date", "unique_nonface", "tags_not_a_list",
-    "exact_dup_new_path", "near_resize", "unique_face", "near_jpeg_quality", "mirror",
-    "unique_nonface", "missing_image_path", "path_escape_dotdot", "unique_face", "near_crop",
-    "exact_dup_same_path", "unique_nonface", "near_brightness", "near_format", "unique_face",
+    "invalid_utf8", "symlink_in_drop", "unique_face", "dir_as_image", "mirror",
+    "unique_nonface", "missing_image_path", "path_escape_dotdot", "unique_face", "line_too_long",
+    "symlink_out_of_drop", "unique_nonface", "symlink_folder", "near_format", "unique_face",
 )
 
-# Tail mix after the coverage block; the oversized file is deliberately absent (one per drop keeps
-# a 100k drop from costing gigabytes of noise).
+# Tail mix after the coverage block; the oversized file and the over-long line are deliberately
+# absent (one of each per drop keeps a 100k drop from costing gigabytes of noise).
 TAIL_WEIGHTS: dict[str, float] = {
     "unique_face": 26, "unique_nonface": 22,
     "exact_dup_new_path": 7, "exact_dup_same_path": 3,
@@ -39,6 +39,8 @@ TAIL_WEIGHTS: dict[str, float] = {
     "malformed_not_json": 0.3, "malformed_array": 0.3, "malformed_truncated": 0.3,
     "missing_source_url": 0.3, "missing_crawled_at": 0.3, "missing_image_path": 0.3,
     "crawled_at_no_zone": 0.3, "crawled_at_not_a_date": 0.3, "tags_not_a_list": 0.3,
+    "invalid_utf8": 0.3, "symlink_in_drop": 0.2, "symlink_out_of_drop": 0.2, "symlink_folder": 0.1,
+    "dir_as_image": 0.2,
 }
 
 EXPECTED_BY_KIND: dict[str, str] = {
@@ -62,12 +64,22 @@ EXPECTED_BY_KIND: dict[str, str] = {
     "crawled_at_no_zone": QuarantineReason.INVALID_FIELD,
     "crawled_at_not_a_date": QuarantineReason.INVALID_FIELD,
     "tags_not_a_list": QuarantineReason.INVALID_FIELD,
+    "invalid_utf8": QuarantineReason.INVALID_ENCODING,
+    "line_too_long": QuarantineReason.LINE_TOO_LONG,
+    "symlink_in_drop": QuarantineReason.SYMLINK,
+    "symlink_out_of_drop": QuarantineReason.SYMLINK,
+    "symlink_folder": QuarantineReason.SYMLINK,
+    "dir_as_image": QuarantineReason.NOT_A_FILE,
 }
 ALL_KINDS: tuple[str, ...] = tuple(dict.fromkeys(COVERAGE_PLAN))
 NEAR_KINDS = ("near_jpeg_quality", "near_resize", "near_crop", "near_brightness", "near_format")
 SPECIAL_KINDS = ("animated_gif", "exif_orientation", "ext_mismatch")
 BAD_FILE_KINDS = ("empty_file", "not_an_image", "truncated_jpeg", "truncated_png", "corrupt_jpeg", "oversized", "bomb")
 BAD_PATH_KINDS = ("missing_file", "path_escape_parent", "path_escape_absolute", "path_escape_dotdot")
+# image_path names a link or a folder where a file should be; the file system entry is the problem.
+BAD_ENTRY_KINDS = ("symlink_in_drop", "symlink_out_of_drop", "symlink_folder", "dir_as_image")
+# The line's bytes are the problem (written raw, not as text): not UTF-8, or over MAX_LINE_BYTES.
+RAW_LINE_KINDS = ("invalid_utf8", "line_too_long")
 
 
 def expected_for(kind: str) -> str:
@@ -91,6 +103,10 @@ def builder_for(kind: str) -> str:
         return "bad_file"
     if kind in BAD_PATH_KINDS:
         return "bad_path"
+    if kind in BAD_ENTRY_KINDS:
+        return "bad_entry"
+    if kind in RAW_LINE_KINDS:
+        return "raw_line"
     return "bad_line"
 
 

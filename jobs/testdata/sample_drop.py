@@ -43,7 +43,8 @@ def generate_sample_drop(out_dir: Path, n: int, seed: int = 0, *, overwrite: boo
     prepare_out_dir(out_dir, overwrite)
     gen = Generator(out_dir, n, seed)
     key_tmp = out_dir / (ANSWER_KEY_NAME + ".part")
-    with (out_dir / MANIFEST_NAME).open("w", encoding="utf-8", newline="\n") as manifest, \
+    # Binary: the manifest is UTF-8 text except for the lines that are deliberately not (invalid_utf8).
+    with (out_dir / MANIFEST_NAME).open("wb") as manifest, \
             key_tmp.open("w", encoding="utf-8", newline="\n") as key_file:
         key = AnswerKeyWriter(key_file)
         gen.run(manifest, key, progress)
