@@ -21,16 +21,17 @@ from pyspark.sql import types as T
 
 from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
+from jobs.lake.fs import copy_local_tree
 from jobs.lake.schemas import schema_differences, schema_of, table_names
 from jobs.lake.tables import read_table
-from jobs.quality import gate as quality
+from jobs.quality import derived, erasure_checks, gate, runner, suites
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DROP = "0123456789abcdef"
 DIM = 16  # the test pack's embedding dimension (a run-time parameter)
 PACK_SHA = hashlib.sha256(b"pack").hexdigest()
 PACK_ID = "generated-test-pack@" + PACK_SHA[:12]
-PARAMS = quality.quality_parameters(FacelakeConfig(), embedding_dim=DIM)
+PARAMS = suites.quality_parameters(FacelakeConfig(), embedding_dim=DIM)
 TABLE_SUITES = [
     "crawl_manifest",
     "face_status",
@@ -346,7 +347,7 @@ def _set(**changes: Any) -> Break:
 
 
 def row_id(suite: str, row: dict[str, Any]) -> str:
-    ids = quality.suite_spec(suite).id_columns
+    ids = suites.suite_spec(suite).id_columns
     values = [row[c] for c in ids]
     return "" if any(v is None for v in values) else ":".join(map(str, values))
 
@@ -561,6 +562,19 @@ BREAKS: dict[str, dict[str, Break]] = {
         "images:expect_column_distinct_values_to_equal_set(table_version)": _version_not_checked,
     },
 }
+# The gate adds a not-null expectation for each NOT NULL column of the table a suite does not check
+# itself (ids ending in "[schema]"): the break of each is a NULL in that column.
+BREAKS = {
+    suite: {
+        **{
+            e.expectation_id: _null(e.columns[0])
+            for e in suites.suite_spec(suite).expectations
+            if e.expectation_id.endswith("[schema]")
+        },
+        **breaks,
+    }
+    for suite, breaks in BREAKS.items()
+}
 FIRST_BROKEN_ROW = 2  # rows 0 and 1 stay good (duplicates copy row 0; images' row 1 is an alias of row 0)
 
 
@@ -593,20 +607,13 @@ def module_run() -> RunContext:
 
 
 @pytest.fixture(scope="module")
-def good_reports(spark, module_lake, module_run) -> dict[str, quality.QualityReport]:
+def good_reports(spark, module_lake, module_run) -> dict[str, runner.QualityReport]:
     reports = {}
     for suite in ALL_SUITES:
         case = good_case(suite, 6)
-        reports[suite] = quality.validate_or_raise(
-            spark,
-            case.dataframe(spark, exact=True),
-            suite,
-            lake=module_lake,
-            run=module_run,
-            parameters=case.parameters,
-            references=case.references(spark),
-            table_name=table_for(suite),
-            record=suite in RECORDED_GOOD,
+        check = gate.PublishGate(spark, module_lake, module_run, case.parameters, record=suite in RECORDED_GOOD)
+        reports[suite] = check(
+            suite, case.dataframe(spark, exact=True), case.references(spark), table_name=table_for(suite)
         )
     return reports
 
@@ -614,23 +621,14 @@ def good_reports(spark, module_lake, module_run) -> dict[str, quality.QualityRep
 @pytest.fixture(scope="module")
 def broken_reports(
     spark, module_lake, module_run, good_reports
-) -> dict[str, tuple[quality.QualityGateError, dict]]:
+) -> dict[str, tuple[gate.QualityGateError, dict]]:
     out = {}
     run = RunContext(job="test_quality_broken", run_id=module_run.run_id + "-broken")
     for suite in ALL_SUITES:
         case, expected = broken_case(suite)
-        with pytest.raises(quality.QualityGateError) as caught:
-            quality.validate_or_raise(
-                spark,
-                case.dataframe(spark, exact=False),
-                suite,
-                lake=module_lake,
-                run=run,
-                parameters=case.parameters,
-                references=case.references(spark),
-                table_name=table_for(suite),
-                record=suite in RECORDED_BROKEN,
-            )
+        check = gate.PublishGate(spark, module_lake, run, case.parameters, record=suite in RECORDED_BROKEN)
+        with pytest.raises(gate.QualityGateError) as caught:
+            check(suite, case.dataframe(spark, exact=False), case.references(spark), table_name=table_for(suite))
         out[suite] = (caught.value, expected)
     return out
 
@@ -642,28 +640,28 @@ def broken_reports(
 
 def test_every_table_has_a_suite():
     assert set(TABLE_SUITES) == set(table_names())
-    assert set(quality.suite_names()) == set(ALL_SUITES)
+    assert set(suites.suite_names()) == set(ALL_SUITES)
 
 
 @pytest.mark.parametrize("suite", ALL_SUITES)
 def test_suite_files_are_gx_json(suite):
     """Each file is what GX itself writes: loading and dumping it gives the same JSON."""
-    raw = json.loads(quality.suite_path(suite).read_text())
-    dumped = quality.load_suite(suite).to_json_dict()
+    raw = json.loads(suites.suite_path(suite).read_text())
+    dumped = suites.load_suite(suite).to_json_dict()
     dumped["meta"].pop("great_expectations_version", None)
     assert dumped == raw
-    spec = quality.suite_spec(suite)
+    spec = suites.suite_spec(suite)
     if spec.table:
         columns = set(schema_of(spec.table).names)
         assert set(spec.id_columns) <= columns
         for e in spec.expectations:
             for c in e.columns:
-                assert c in columns or c in quality.DERIVED_COLUMNS or e.view != quality.ROWS_VIEW, (e, c)
+                assert c in columns or c in derived.DERIVED_COLUMNS or e.view != derived.ROWS_VIEW, (e, c)
 
 
 def test_every_expectation_has_a_break():
     for suite in ALL_SUITES:
-        spec = quality.suite_spec(suite)
+        spec = suites.suite_spec(suite)
         ids = [e.expectation_id if spec.table else f"images:{e.expectation_id}" for e in spec.expectations]
         assert sorted(BREAKS[suite]) == sorted(ids), suite
 
@@ -673,13 +671,13 @@ def test_vocabularies_match_the_code():
     from jobs.core.policy import load_policy
     from jobs.core.reasons import QuarantineReason
 
-    assert quality.default_parameters()["jurisdiction_vocabulary"] == load_policy().vocabulary
-    assert quality.default_parameters()["quarantine_reasons"] == sorted(QuarantineReason)
+    assert suites.default_parameters()["jurisdiction_vocabulary"] == load_policy().vocabulary
+    assert suites.default_parameters()["quarantine_reasons"] == sorted(QuarantineReason)
     try:
         from jobs.faces.embed import FaceStatus, FailureReason
     except ImportError:  # pragma: no cover - the embed job is optional here
         pytest.skip("jobs.faces.embed not importable")
-    kwargs = {e.expectation_id: e.kwargs for e in quality.suite_spec("face_status").expectations}
+    kwargs = {e.expectation_id: e.kwargs for e in suites.suite_spec("face_status").expectations}
     assert sorted(kwargs["expect_column_values_to_be_in_set(status)"]["value_set"]) == sorted(FaceStatus)
     assert sorted(kwargs["expect_column_values_to_be_in_set(reason)"]["value_set"]) == sorted(FailureReason)
 
@@ -687,7 +685,7 @@ def test_vocabularies_match_the_code():
 def test_missing_parameter_is_a_clear_error(spark, lake):
     df = frame(spark, "faces", [face_row(0)])
     with pytest.raises(ValueError, match="embedding_dim"):
-        quality.run_suite(spark, df, "faces", lake=lake, run=RunContext(job="t"), parameters={})
+        gate.PublishGate(spark, lake, RunContext(job="t"), parameters={})("faces", df)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,7 +697,7 @@ def test_missing_parameter_is_a_clear_error(spark, lake):
 def test_suite_passes_on_good_data(good_reports, suite):
     report = good_reports[suite]
     assert report.success, report.failure_message()
-    assert len(report.outcomes) == len(quality.suite_spec(suite).expectations)
+    assert len(report.outcomes) == len(suites.suite_spec(suite).expectations)
     assert all(o.error is None for o in report.outcomes)
 
 
@@ -755,8 +753,8 @@ def test_dq_results_rows(spark, module_lake, good_reports, broken_reports):
     results = read_table(spark, module_lake, "dq_results")
     assert schema_differences(results.schema, schema_of("dq_results")) == []
     rows = results.collect()
-    n_good = sum(len(quality.suite_spec(s).expectations) for s in RECORDED_GOOD)
-    n_broken = sum(len(quality.suite_spec(s).expectations) for s in RECORDED_BROKEN)
+    n_good = sum(len(suites.suite_spec(s).expectations) for s in RECORDED_GOOD)
+    n_broken = sum(len(suites.suite_spec(s).expectations) for s in RECORDED_BROKEN)
     assert len(rows) == n_good + n_broken
     assert sum(r.rows_written for r in good_reports.values()) == n_good
     assert all(r.rows_written == 0 for s, r in good_reports.items() if s not in RECORDED_GOOD)
@@ -779,9 +777,7 @@ def test_dq_results_rows(spark, module_lake, good_reports, broken_reports):
     pixels = next(r for r in rows if r["expectation_id"] == "expect_column_values_to_be_between(width)")
     assert json.loads(pixels["kwargs"])["max_value"] == PARAMS["max_image_pixels"]
     # The dq_results suite accepts the gate's own rows.
-    quality.validate_or_raise(
-        spark, results, "dq_results", lake=module_lake, run=RunContext(job="audit"), record=False
-    )
+    gate.PublishGate(spark, module_lake, RunContext(job="audit"), record=False)("dq_results", results)
 
 
 def test_no_personal_data_in_results_or_docs(module_lake, broken_reports):
@@ -811,7 +807,7 @@ def test_data_docs_copy_to_object_store_uri(spark, tmp_path):
     (site / "index.html").write_text("<html>index</html>")
     (site / "validations" / "x" / "page.html").write_text("<html>page</html>")
     target = (tmp_path / "remote" / "data_docs").as_uri()
-    quality._copy_to_lake(spark, site, target)
+    copy_local_tree(spark, site, target)
     assert (
         tmp_path / "remote" / "data_docs" / "validations" / "x" / "page.html"
     ).read_text() == "<html>page</html>"
@@ -823,7 +819,7 @@ def test_data_docs_copy_to_object_store_uri(spark, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_check_suppressed_matches_sha_phash_and_host_suffix(spark):
+def test_with_suppressed_matches_sha_phash_and_host_suffix(spark):
     from jobs.ingest.suppression import url_digest
 
     images = frame(spark, "images", [image_row(i) for i in range(3)])
@@ -840,11 +836,11 @@ def test_check_suppressed_matches_sha_phash_and_host_suffix(spark):
         ],
     )
     flagged = {
-        r["image_id"] for r in quality.check_suppressed(images, suppression).where("suppressed").collect()
+        r["image_id"] for r in derived.with_suppressed(images, suppression).where("suppressed").collect()
     }
     assert flagged == {h64("image", 0), h64("image", 1)}
     flagged = {
-        r["image_id"] for r in quality.check_suppressed(sources, suppression).where("suppressed").collect()
+        r["image_id"] for r in derived.with_suppressed(sources, suppression).where("suppressed").collect()
     }
     assert flagged == {h64("image", 0), h64("image", 2), h64("image", 3)}
 
@@ -861,8 +857,8 @@ def test_verify_erased_over_versions(spark, lake):
     selector = "array_contains(jurisdiction_tags, 'uk')"
     DeltaTable.forPath(spark, uri).delete(selector)  # v1: the erasure
 
-    with pytest.raises(quality.QualityGateError) as caught:  # v0 still holds the erased row
-        quality.verify_erased(spark, "images", selector, lake=lake, run=RunContext(job="erase"))
+    with pytest.raises(gate.QualityGateError) as caught:  # v0 still holds the erased row
+        erasure_checks.verify_erased(spark, "images", selector, lake=lake, run=RunContext(job="erase"))
     report = caught.value.report
     assert "e.g. 0" in str(caught.value)
     sums = report.outcome("images:expect_column_sum_to_be_between(matching_rows)")
@@ -870,7 +866,7 @@ def test_verify_erased_over_versions(spark, lake):
     versions = report.outcome("images:expect_column_distinct_values_to_equal_set(table_version)")
     assert versions.success and versions.kwargs["value_set"] == [0, 1]
 
-    ok = quality.verify_erased(
+    ok = erasure_checks.verify_erased(
         spark, "images", selector, lake=lake, run=RunContext(job="erase"), versions=[1], record=False
     )
     assert ok.success and ok.table_version == 1
@@ -885,7 +881,7 @@ def test_verify_erased_over_versions(spark, lake):
 
 
 def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
-    from jobs.quality.gate import LANDMARK_MARGIN, check_landmarks_in_box
+    from jobs.quality.derived import LANDMARK_MARGIN, with_landmarks_in_box
 
     box = [100.0, 200.0, 200.0, 400.0]  # 100 wide, 200 high
     inside = [120.0, 250.0, 180.0, 250.0, 150.0, 300.0, 130.0, 350.0, 170.0, 350.0]
@@ -905,7 +901,7 @@ def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
         ("no box", None, inside),
     ]
     df = spark.createDataFrame(rows, "case string, bbox array<float>, landmarks array<float>")
-    got = {r["case"]: r["landmarks_in_box"] for r in check_landmarks_in_box(df).collect()}
+    got = {r["case"]: r["landmarks_in_box"] for r in with_landmarks_in_box(df).collect()}
     assert got == {
         "inside": True, "12% left, as seen from SCRFD-500M": True, "on the margin below": True,
         "30% right": False, "another face, far above": False, "9 landmark values": False, "no box": None,
@@ -916,7 +912,7 @@ def test_every_not_null_column_of_a_table_is_checked_by_its_suite() -> None:
     # Delta enforces NOT NULL at write time, after the gate: an unchecked column would let one NULL
     # (e.g. the host of a URL the parser could not read) pass the gate and then fail the whole MERGE.
     from jobs.lake.schemas import schema_of
-    from jobs.quality.gate import suite_names, suite_spec
+    from jobs.quality.suites import suite_names, suite_spec
 
     for name in suite_names():
         spec = suite_spec(name)
@@ -932,8 +928,9 @@ def test_every_not_null_column_of_a_table_is_checked_by_its_suite() -> None:
 def test_a_null_host_is_refused_by_the_gate_not_by_the_merge(spark, tmp_path) -> None:
     # No suite lists source_host as not-null: the schema-derived expectation catches it.
     sources = frame(spark, "image_sources", [{**source_row(0), "source_host": None}, source_row(1)], exact=False)
-    report = quality.run_suite(spark, sources, "image_sources", lake=str(tmp_path), run=RunContext(job="test"),
-                               references={"images": frame(spark, "images", [image_row(0), image_row(1)])},
-                               record=False)
+    check = gate.PublishGate(spark, str(tmp_path), RunContext(job="test"), record=False)
+    with pytest.raises(gate.QualityGateError) as caught:
+        check("image_sources", sources, {"images": frame(spark, "images", [image_row(0), image_row(1)])})
+    report = caught.value.report
     failed = {o.expectation_id for o in report.failures}
     assert failed == {"expect_column_values_to_not_be_null(source_host)[schema]"}
