@@ -409,7 +409,7 @@ def _suppress_host(row: dict[str, Any], case: Case) -> list[str]:
 
 
 def _suppress_url(row: dict[str, Any], case: Case) -> list[str]:
-    from jobs.ingest.suppression import url_digest
+    from jobs.core.ids import url_digest
 
     digest = url_digest(row["source_url"].upper() + "#fragment")  # the same URL, as ingest normalises it
     case.suppression.append({**suppression_row(2), "suppression_id": h64("s", digest), "value": digest})
@@ -820,7 +820,7 @@ def test_data_docs_copy_to_object_store_uri(spark, tmp_path):
 
 
 def test_with_suppressed_matches_sha_phash_and_host_suffix(spark):
-    from jobs.ingest.suppression import url_digest
+    from jobs.core.ids import url_digest
 
     images = frame(spark, "images", [image_row(i) for i in range(3)])
     sources = frame(spark, "image_sources", [source_row(i) for i in range(5)])

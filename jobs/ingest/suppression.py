@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.core.ids import normalize_url, url_digest  # noqa: F401 — the suppression list's URL hashing
-from jobs.lake.tables import ensure_table, read_table, url_sha256  # noqa: F401
+from jobs.lake.tables import ensure_table, read_table
 
 
 @dataclass

@@ -142,10 +142,10 @@ def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
 
     Checks whichever columns the DataFrame has: ``image_id`` against ``sha256`` entries, ``phash``
     against ``phash`` entries (exact; ingest also drops near duplicates), ``source_url`` against
-    ``url_sha256`` entries (``jobs.ingest.suppression.url_sha256``, as ingest hashes it), and
+    ``url_sha256`` entries (``jobs.lake.tables.url_sha256``, as ingest hashes it), and
     ``source_host``/``page_host`` against ``host`` suffixes.
     """
-    from jobs.ingest.suppression import url_sha256
+    from jobs.lake.tables import url_sha256
 
     flags: list[str] = []
 
