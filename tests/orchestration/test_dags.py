@@ -57,7 +57,7 @@ def test_ingest_dag_runs_end_to_end(
 
 
 def test_maintain_dag_form() -> None:
-    # The command it builds from the form is checked by running it: tests/test_dags_params.py.
+    # The command it builds from the form is checked by running it: tests/orchestration/test_dags_params.py.
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["facelake_maintain"]

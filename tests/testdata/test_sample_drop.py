@@ -563,7 +563,7 @@ def test_face_flags_follow_the_base_photos(key: dict[str, Any]) -> None:
     assert {e["base_image"] for e in _entries(key, kind="unique_face")} <= face_bases
 
 
-MODEL = Path(os.environ.get("FACELAKE_MODELS_DIR", Path(__file__).resolve().parents[2] / "shared" / "models"))
+MODEL = Path(os.environ.get("FACELAKE_MODELS_DIR", Path(__file__).resolve().parents[3] / "shared" / "models"))
 
 
 @pytest.mark.skipif(not (MODEL / "det_500m" / "det_500m.onnx").is_file(), reason="real detector not available")
