@@ -7,7 +7,10 @@ import sys
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "ingest": ("benchmarks.ingest", "ingest throughput on a sample drop vs a plain Python decode loop"),
-    "embed": ("benchmarks.embed", "embed job on local[N] vs a single-process loop over the same insightface models"),
+    "embed": (
+        "benchmarks.embed",
+        "embed job on local[N] vs a single-process loop over the same insightface models",
+    ),
     "neardup": ("benchmarks.neardup", "near-duplicate pHash join vs numpy brute force and imagededup"),
 }
 

@@ -48,8 +48,10 @@ class ActionProfiler:
 
     def rows(self, total: float) -> list[list[Any]]:
         """(site, calls, seconds, share of total) sorted by time, plus the unattributed remainder."""
-        out = [[site, self.calls[site], sec, f"{sec / total:.0%}"]
-               for site, sec in sorted(self.seconds.items(), key=lambda kv: -kv[1])]
+        out = [
+            [site, self.calls[site], sec, f"{sec / total:.0%}"]
+            for site, sec in sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        ]
         rest = total - sum(self.seconds.values())
         out.append(["(no Spark action: planning, driver-side Python)", "-", rest, f"{rest / total:.0%}"])
         return out
@@ -70,8 +72,9 @@ def _dataframe_classes() -> list[type]:
 
 
 @contextmanager
-def profile_actions(module: Any, functions: tuple[str, ...] = (),
-                    factories: tuple[str, ...] = ()) -> Iterator[ActionProfiler]:
+def profile_actions(
+    module: Any, functions: tuple[str, ...] = (), factories: tuple[str, ...] = ()
+) -> Iterator[ActionProfiler]:
     """Patch DataFrame actions and ``module``'s named functions (e.g. its MERGE helpers) for the duration.
 
     ``factories`` name functions of ``module`` that return a callable (e.g. ``publish_gate``): the

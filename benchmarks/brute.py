@@ -40,13 +40,15 @@ def all_pairs(hashes: np.ndarray, threshold: int, threads: int = 2, block: int =
     return np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([d, d])
 
 
-def query_pairs(hashes: np.ndarray, queries: np.ndarray, threshold: int, threads: int = 2, block: int = 16) -> Pairs:
+def query_pairs(
+    hashes: np.ndarray, queries: np.ndarray, threshold: int, threads: int = 2, block: int = 16
+) -> Pairs:
     """Every ordered pair (q, j), q in ``queries``, j != q, within ``threshold`` (queries against all hashes)."""
     h = np.ascontiguousarray(hashes, dtype=np.uint64)
     q = np.asarray(queries, dtype=np.int64)
 
     def work(start: int) -> Pairs:
-        ids = q[start:start + block]
+        ids = q[start : start + block]
         dist = np.bitwise_count(h[ids][:, None] ^ h[None, :])
         rows, cols = np.nonzero(dist <= threshold)
         a = ids[rows]

@@ -48,7 +48,7 @@ def _own_tree_jiffies() -> int:
             text = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        rest = text[text.rindex(")") + 2:].split()
+        rest = text[text.rindex(")") + 2 :].split()
         pid = int(entry.name)
         parent_of[pid] = int(rest[1])
         ticks[pid] = sum(int(v) for v in rest[11:15])  # utime stime cutime cstime
@@ -106,8 +106,12 @@ class Recorder:
         rec.own_cores = (own1 - own0) / wall_ticks
         rec.other_cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall_ticks
         self.phases.append(rec)
-        print(f"[bench] {name}: {rec.seconds:.2f}s (load {rec.load()}, this run {rec.own_cores:.2f} cores, "
-              f"others {rec.other_cores:.2f} cores)", file=sys.stderr, flush=True)
+        print(
+            f"[bench] {name}: {rec.seconds:.2f}s (load {rec.load()}, this run {rec.own_cores:.2f} cores, "
+            f"others {rec.other_cores:.2f} cores)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def get(self, name: str) -> Phase:
         return next(p for p in self.phases if p.name == name)
@@ -118,8 +122,11 @@ def machine() -> dict[str, Any]:
     import numpy
     import pyspark
 
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
     try:
         from importlib.metadata import version
 
@@ -147,11 +154,20 @@ def add_spark_arguments(parser: Any) -> None:
     """Spark flags shared by the benchmarks (the defaults are the documented benchmark settings)."""
     g = parser.add_argument_group("spark")
     g.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
-    g.add_argument("--shuffle-partitions", type=int, default=None,
-                   help="spark.sql.shuffle.partitions (default: FacelakeConfig's default)")
-    g.add_argument("--driver-memory", default=None,
-                   help="spark.driver.memory, e.g. 8g (default: FacelakeConfig's driver_memory)")
-    g.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
+    g.add_argument(
+        "--shuffle-partitions",
+        type=int,
+        default=None,
+        help="spark.sql.shuffle.partitions (default: FacelakeConfig's default)",
+    )
+    g.add_argument(
+        "--driver-memory",
+        default=None,
+        help="spark.driver.memory, e.g. 8g (default: FacelakeConfig's driver_memory)",
+    )
+    g.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)"
+    )
 
 
 def facelake_config(args: Any, **changes: Any) -> Any:
@@ -164,8 +180,13 @@ def facelake_config(args: Any, **changes: Any) -> Any:
         key, _, value = item.partition("=")
         conf[key] = value
     config = FacelakeConfig()
-    settings: dict[str, Any] = {"spark_master": args.master, "spark_ui": False, "spark_conf": conf,
-                                "log_level": "WARNING", **changes}
+    settings: dict[str, Any] = {
+        "spark_master": args.master,
+        "spark_ui": False,
+        "spark_conf": conf,
+        "log_level": "WARNING",
+        **changes,
+    }
     if args.shuffle_partitions is not None:
         settings["shuffle_partitions"] = args.shuffle_partitions
     if args.driver_memory:

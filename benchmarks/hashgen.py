@@ -65,7 +65,7 @@ def balanced_random(rng: np.random.Generator, count: int) -> np.ndarray:
         chosen = np.argsort(rng.random((m, 64)), axis=1)[:, :32]
         bits = np.zeros((m, 64), dtype=bool)
         np.put_along_axis(bits, chosen, True, axis=1)
-        out[start:start + m] = pack(bits)
+        out[start : start + m] = pack(bits)
     return out
 
 
@@ -74,13 +74,13 @@ def flip_balanced(rng: np.random.Generator, values: np.ndarray, distance: int) -
     k = distance // 2
     out = np.empty_like(values)
     for start in range(0, values.shape[0], _CHUNK):
-        bits = unpack(values[start:start + _CHUNK])
+        bits = unpack(values[start : start + _CHUNK])
         keys = rng.random(bits.shape)
         ones = np.argsort(np.where(bits, keys, 2.0), axis=1)[:, :k]
         zeros = np.argsort(np.where(bits, 2.0, keys), axis=1)[:, :k]
         np.put_along_axis(bits, ones, False, axis=1)
         np.put_along_axis(bits, zeros, True, axis=1)
-        out[start:start + bits.shape[0]] = pack(bits)
+        out[start : start + bits.shape[0]] = pack(bits)
     return out
 
 
@@ -112,8 +112,10 @@ def clustered_hashes(n: int, seed: int = 0, variant_fraction: float = 0.3, zipf:
         hashes=values[perm],
         parent=np.where(old_parent >= 0, new_id[np.maximum(old_parent, 0)], -1),
         flips=flips[perm],
-        description=(f"synthetic: {n:,} hashes, popcount 32, {variant_fraction:.0%} variants at even distance "
-                     f"{VARIANT_DISTANCES[0]}–{VARIANT_DISTANCES[-1]} from their base ({shape}), seed {seed}"),
+        description=(
+            f"synthetic: {n:,} hashes, popcount 32, {variant_fraction:.0%} variants at even distance "
+            f"{VARIANT_DISTANCES[0]}–{VARIANT_DISTANCES[-1]} from their base ({shape}), seed {seed}"
+        ),
     )
 
 
@@ -139,7 +141,9 @@ def drop_hashes(n: int, seed: int = 0, processes: int = 2) -> HashSet:
         limits = answer_key_summary(drop)["limits"]
         files = sorted(str(p.relative_to(drop)) for p in (drop / "images").rglob("*") if p.is_file())
         print(f"[bench] hashing {len(files):,} files of {drop}", file=sys.stderr, flush=True)
-        jobs = [(str(drop), f, limits["byte_limit_for_tests"], limits["pixel_limit_for_tests"]) for f in files]
+        jobs = [
+            (str(drop), f, limits["byte_limit_for_tests"], limits["pixel_limit_for_tests"]) for f in files
+        ]
         with get_context("fork").Pool(processes) as pool:
             found = dict(r for r in pool.imap_unordered(_phash_of, jobs, chunksize=64) if r)
         cache.write_text(json.dumps(dict(sorted(found.items()))))
@@ -149,6 +153,8 @@ def drop_hashes(n: int, seed: int = 0, processes: int = 2) -> HashSet:
         hashes=values,
         parent=np.full(values.shape[0], -1, dtype=np.int64),
         flips=np.zeros(values.shape[0], dtype=np.int8),
-        description=(f"real: jobs.core.imaging pHash of the {values.shape[0]:,} distinct decodable images of the "
-                     f"sample drop n={n} seed={seed}"),
+        description=(
+            f"real: jobs.core.imaging pHash of the {values.shape[0]:,} distinct decodable images of the "
+            f"sample drop n={n} seed={seed}"
+        ),
     )

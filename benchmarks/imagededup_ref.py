@@ -32,9 +32,19 @@ class Run:
 def install_command() -> list[str]:
     """uv (installed next to the venv's python by ./dev) installing benchmarks/requirements.txt, pinned set kept."""
     uv = Path(sys.executable).with_name("uv")
-    return [str(uv) if uv.exists() else (shutil.which("uv") or "uv"), "pip", "install", "--python", sys.executable,
-            "-r", str(BENCH_ROOT / "requirements.txt"),
-            "-c", str(PROJECT_ROOT / "requirements.lock"), "-c", str(BENCH_ROOT / "constraints.txt")]
+    return [
+        str(uv) if uv.exists() else (shutil.which("uv") or "uv"),
+        "pip",
+        "install",
+        "--python",
+        sys.executable,
+        "-r",
+        str(BENCH_ROOT / "requirements.txt"),
+        "-c",
+        str(PROJECT_ROOT / "requirements.lock"),
+        "-c",
+        str(BENCH_ROOT / "constraints.txt"),
+    ]
 
 
 def ensure_imagededup() -> tuple[str | None, str]:
@@ -73,8 +83,11 @@ def find_duplicates(hashes: np.ndarray, threshold: int, method: str, workers: in
         warnings.simplefilter("ignore")  # "num_enc_workers has no effect since encodings are provided"
         t0 = time.perf_counter()
         found = PHash(verbose=False).find_duplicates(
-            encoding_map=encoding_map, max_distance_threshold=threshold, scores=True,
-            search_method=method, num_dist_workers=workers,
+            encoding_map=encoding_map,
+            max_distance_threshold=threshold,
+            scores=True,
+            search_method=method,
+            num_dist_workers=workers,
         )
         seconds = time.perf_counter() - t0
     a, b, d = [], [], []
@@ -83,5 +96,9 @@ def find_duplicates(hashes: np.ndarray, threshold: int, method: str, workers: in
             a.append(int(key))
             b.append(int(other))
             d.append(int(score))
-    return Run(method, int(hashes.shape[0]), seconds,
-               (np.array(a, dtype=np.int64), np.array(b, dtype=np.int64), np.array(d, dtype=np.uint8)))
+    return Run(
+        method,
+        int(hashes.shape[0]),
+        seconds,
+        (np.array(a, dtype=np.int64), np.array(b, dtype=np.int64), np.array(d, dtype=np.uint8)),
+    )

@@ -112,10 +112,15 @@ def warm_page_cache(drop: Path) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="./dev bench ingest", description=__doc__)
-    parser.add_argument("--n", type=int, default=20_000, help="manifest lines in the sample drop (default 20000)")
+    parser.add_argument(
+        "--n", type=int, default=20_000, help="manifest lines in the sample drop (default 20000)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-parallel-reference", action="store_true",
-                        help="skip the 2-process reference (the 1-process one always runs)")
+    parser.add_argument(
+        "--no-parallel-reference",
+        action="store_true",
+        help="skip the 2-process reference (the 1-process one always runs)",
+    )
     add_spark_arguments(parser)
     return parser.parse_args(argv)
 
@@ -135,9 +140,15 @@ def main(argv: list[str]) -> int:
     key = answer_key_summary(drop)
     # The answer key is written for these limits (e.g. its one oversized file is > 2 MiB, < the 20 MiB default).
     max_bytes, max_pixels = key["limits"]["byte_limit_for_tests"], key["limits"]["pixel_limit_for_tests"]
-    info["drop"] = {"path": str(drop), "n": args.n, "seed": args.seed, "files": key["summary"]["files"],
-                    "bytes": key["summary"]["total_bytes"], "max_image_bytes": max_bytes,
-                    "max_image_pixels": max_pixels}
+    info["drop"] = {
+        "path": str(drop),
+        "n": args.n,
+        "seed": args.seed,
+        "files": key["summary"]["files"],
+        "bytes": key["summary"]["total_bytes"],
+        "max_image_bytes": max_bytes,
+        "max_image_pixels": max_pixels,
+    }
     warm_page_cache(drop)
 
     # Reference first, before the JVM exists: same per-file work, no Spark, no Delta.
@@ -157,14 +168,21 @@ def main(argv: list[str]) -> int:
     with rec.phase("spark session start"):
         spark = get_spark(config, "facelake-bench-ingest")
     info["spark"] = spark_facts(spark)
-    hooks = tuple(h for h in ("init_lake", "load_suppression", "merge_new_rows", "upsert_rows", "_assign_canonicals")
-                  if hasattr(jobs.ingest.job, h))
+    hooks = tuple(
+        h
+        for h in ("init_lake", "load_suppression", "merge_new_rows", "upsert_rows", "_assign_canonicals")
+        if hasattr(jobs.ingest.job, h)
+    )
     gates = ("publish_gate",) if hasattr(jobs.ingest.job, "publish_gate") else ()
     # The first ingest in a process pays one-off costs (JIT, Delta/GX initialisation, table creation);
     # under Airflow every task is a new process and pays them again.
-    with profile_actions(jobs.ingest.job, hooks, gates) as prof0, \
-            rec.phase(f"warm-up ingest ({WARMUP_N} lines, fresh process and lake, not counted)"):
-        ingest_drop(spark, config.replace(lake=str(warm_lake), drop=str(warm_drop)), RunContext(job="bench-warmup"))
+    with (
+        profile_actions(jobs.ingest.job, hooks, gates) as prof0,
+        rec.phase(f"warm-up ingest ({WARMUP_N} lines, fresh process and lake, not counted)"),
+    ):
+        ingest_drop(
+            spark, config.replace(lake=str(warm_lake), drop=str(warm_drop)), RunContext(job="bench-warmup")
+        )
 
     run_config = config.replace(lake=str(lake), drop=str(drop))
     with profile_actions(jobs.ingest.job, hooks, gates) as prof1, rec.phase("ingest #1 (fresh lake)"):
@@ -181,16 +199,41 @@ def main(argv: list[str]) -> int:
     rows = []
     for phase in rec.phases:
         if phase.name.startswith(("reference", "ingest #")):
-            rows.append([phase.name, phase.seconds, args.n / phase.seconds, files / phase.seconds,
-                         f"{ref.seconds / phase.seconds:.2f}x", phase.cpu_seconds,
-                         f"{phase.cpu_seconds / ref.cpu_seconds:.2f}x", phase.load(), f"{phase.other_cores:.2f}"])
+            rows.append(
+                [
+                    phase.name,
+                    phase.seconds,
+                    args.n / phase.seconds,
+                    files / phase.seconds,
+                    f"{ref.seconds / phase.seconds:.2f}x",
+                    phase.cpu_seconds,
+                    f"{phase.cpu_seconds / ref.cpu_seconds:.2f}x",
+                    phase.load(),
+                    f"{phase.other_cores:.2f}",
+                ]
+            )
     print("\n## Ingest throughput\n")
-    print(f"Command: `{info['command']}`  \nDrop: {args.n:,} lines, {files:,} distinct referenced files "
-          f"({key['summary']['files']:,} files, {key['summary']['total_bytes'] / 1e6:.0f} MB), seed {args.seed}; "
-          f"cores: {info['machine']['usable_cores']}; Spark {info['spark']}\n")
-    print(markdown_table(["phase", "wall s", "lines/s", "images/s", "wall speed vs 1-process ref",
-                          "CPU s (this run)", "CPU vs 1-process ref", "load 1-min (start→end)",
-                          "other procs' cores"], rows))
+    print(
+        f"Command: `{info['command']}`  \nDrop: {args.n:,} lines, {files:,} distinct referenced files "
+        f"({key['summary']['files']:,} files, {key['summary']['total_bytes'] / 1e6:.0f} MB), seed {args.seed}; "
+        f"cores: {info['machine']['usable_cores']}; Spark {info['spark']}\n"
+    )
+    print(
+        markdown_table(
+            [
+                "phase",
+                "wall s",
+                "lines/s",
+                "images/s",
+                "wall speed vs 1-process ref",
+                "CPU s (this run)",
+                "CPU vs 1-process ref",
+                "load 1-min (start→end)",
+                "other procs' cores",
+            ],
+            rows,
+        )
+    )
     expected = key["summary"]
     counts = [
         ["manifest lines", first.counts.get("manifest_lines"), expected["lines"]],
@@ -198,21 +241,46 @@ def main(argv: list[str]) -> int:
         ["ingestible lines", first.counts.get("ingestible_lines"), expected["ok_lines"]],
         ["new images (distinct sha256)", first.counts.get("new_images"), "-"],
         ["near-dup aliases", first.counts.get("near_dup_aliases"), "-"],
-        ["canonical images (new - aliases)", first.counts.get("new_images", 0) - first.counts.get("near_dup_aliases", 0),
-         expected["distinct_contents"]],
+        [
+            "canonical images (new - aliases)",
+            first.counts.get("new_images", 0) - first.counts.get("near_dup_aliases", 0),
+            expected["distinct_contents"],
+        ],
         ["rows inserted by ingest #2", sum(second.inserted.values()), 0],
     ]
     print("\n" + markdown_table(["count", "ingest #1", "answer key"], counts))
     warm = next(p for p in rec.phases if p.name.startswith("warm-up"))
-    for title, prof, phase in (("warm-up ingest", prof0, warm), ("ingest #1", prof1, rec.get("ingest #1 (fresh lake)")),
-                               ("ingest #2", prof2, rec.get("ingest #2 (same drop: no-op)"))):
-        print(f"\n{title}: wall time by the jobs/ingest/job.py line that triggered it (outermost Spark action or MERGE)\n")
+    for title, prof, phase in (
+        ("warm-up ingest", prof0, warm),
+        ("ingest #1", prof1, rec.get("ingest #1 (fresh lake)")),
+        ("ingest #2", prof2, rec.get("ingest #2 (same drop: no-op)")),
+    ):
+        print(
+            f"\n{title}: wall time by the jobs/ingest/job.py line that triggered it (outermost Spark action or MERGE)\n"
+        )
         print(markdown_table(["site", "calls", "seconds", "share"], prof.rows(phase.seconds)))
-    print(f"\nreference outcomes (1 process): {dict(sorted(ref1.outcomes.items()))}, bad lines {ref1.bad_lines}")
-    print(f"ingest #1 quarantine: {first.quarantine}\ninserted #1: {first.inserted}\ninserted #2: {second.inserted}")
-    info.update({"profile_0": prof0.rows(warm.seconds), "profile_1": prof1.rows(rec.get("ingest #1 (fresh lake)").seconds),
-                 "profile_2": prof2.rows(rec.get("ingest #2 (same drop: no-op)").seconds)})
-    info.update({"phases": rec.phases, "ingest_1": vars(first), "ingest_2": vars(second),
-                 "reference_1": vars(ref1), "reference_2": vars(ref2) if ref2 else None, "answer_key": expected})
+    print(
+        f"\nreference outcomes (1 process): {dict(sorted(ref1.outcomes.items()))}, bad lines {ref1.bad_lines}"
+    )
+    print(
+        f"ingest #1 quarantine: {first.quarantine}\ninserted #1: {first.inserted}\ninserted #2: {second.inserted}"
+    )
+    info.update(
+        {
+            "profile_0": prof0.rows(warm.seconds),
+            "profile_1": prof1.rows(rec.get("ingest #1 (fresh lake)").seconds),
+            "profile_2": prof2.rows(rec.get("ingest #2 (same drop: no-op)").seconds),
+        }
+    )
+    info.update(
+        {
+            "phases": rec.phases,
+            "ingest_1": vars(first),
+            "ingest_2": vars(second),
+            "reference_1": vars(ref1),
+            "reference_2": vars(ref2) if ref2 else None,
+            "answer_key": expected,
+        }
+    )
     print(f"\nfigures saved to {save_result(f'ingest-n{args.n}', info)}")
     return 0

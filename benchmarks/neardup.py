@@ -32,30 +32,63 @@ WARMUP_N = 20_000
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="./dev bench neardup", description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="synthetic hashes (default 100000)")
-    parser.add_argument("--sample", type=int, default=0,
-                        help="brute-force only this many random query hashes against all (0: all pairs)")
-    parser.add_argument("--incremental", type=int, default=0, metavar="K",
-                        help="join the first K hashes (a new batch) against all n, as ingest does (0: self-join)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        help="brute-force only this many random query hashes against all (0: all pairs)",
+    )
+    parser.add_argument(
+        "--incremental",
+        type=int,
+        default=0,
+        metavar="K",
+        help="join the first K hashes (a new batch) against all n, as ingest does (0: self-join)",
+    )
     parser.add_argument("--threshold", type=int, default=8, help="max Hamming distance (default 8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variant-fraction", type=float, default=0.3, help="share of near-dup variants (0.3)")
+    parser.add_argument(
+        "--variant-fraction", type=float, default=0.3, help="share of near-dup variants (0.3)"
+    )
     parser.add_argument("--zipf", type=float, default=0.0, help="skew of variants over bases (0: uniform)")
-    parser.add_argument("--source", choices=("synthetic", "drop"), default="synthetic",
-                        help="synthetic hashes, or the real pHashes of the sample drop of --drop-n lines")
+    parser.add_argument(
+        "--source",
+        choices=("synthetic", "drop"),
+        default="synthetic",
+        help="synthetic hashes, or the real pHashes of the sample drop of --drop-n lines",
+    )
     parser.add_argument("--drop-n", type=int, default=20_000, help="sample drop size for --source drop")
-    parser.add_argument("--imagededup", default="bktree:600,brute_force_cython:2400",
-                        help="imagededup search methods to compare as METHOD[:BUDGET_SECONDS], comma-separated, "
-                             "or 'none' (default bktree:600,brute_force_cython:2400)")
-    parser.add_argument("--imagededup-budget", type=float, default=900.0,
-                        help="seconds per imagededup method without its own budget; sizes predicted (n^2) to "
-                             "exceed it are extrapolated, not run (default 900)")
+    parser.add_argument(
+        "--imagededup",
+        default="bktree:600,brute_force_cython:2400",
+        help="imagededup search methods to compare as METHOD[:BUDGET_SECONDS], comma-separated, "
+        "or 'none' (default bktree:600,brute_force_cython:2400)",
+    )
+    parser.add_argument(
+        "--imagededup-budget",
+        type=float,
+        default=900.0,
+        help="seconds per imagededup method without its own budget; sizes predicted (n^2) to "
+        "exceed it are extrapolated, not run (default 900)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="brute-force threads and imagededup workers")
-    parser.add_argument("--skip-candidates", action="store_true", help="skip counting the join's candidate rows")
-    parser.add_argument("--impl", choices=("jobs", "hinted", "proposed"), default="jobs",
-                        help="jobs.ingest.dedupe (default), or a variant in benchmarks/dedupe_variants.py")
-    parser.add_argument("--join-hint", default="merge",
-                        help="join hint of the variants: merge, shuffle_hash or broadcast_left")
-    parser.add_argument("--parts", type=int, default=None, help="input parquet files (default: shuffle partitions)")
+    parser.add_argument(
+        "--skip-candidates", action="store_true", help="skip counting the join's candidate rows"
+    )
+    parser.add_argument(
+        "--impl",
+        choices=("jobs", "hinted", "proposed"),
+        default="jobs",
+        help="jobs.ingest.dedupe (default), or a variant in benchmarks/dedupe_variants.py",
+    )
+    parser.add_argument(
+        "--join-hint",
+        default="merge",
+        help="join hint of the variants: merge, shuffle_hash or broadcast_left",
+    )
+    parser.add_argument(
+        "--parts", type=int, default=None, help="input parquet files (default: shuffle partitions)"
+    )
     add_spark_arguments(parser)
     return parser.parse_args(argv)
 
@@ -85,7 +118,9 @@ def write_input(hs: HashSet, tag: str, parts: int) -> str:
     bounds = np.linspace(0, hs.n, parts + 1).astype(int)
     for i in range(parts):
         lo, hi = bounds[i], bounds[i + 1]
-        pq.write_table(pa.table({"image_id": ids[lo:hi], "phash_long": longs[lo:hi]}), out / f"part-{i:04d}.parquet")
+        pq.write_table(
+            pa.table({"image_id": ids[lo:hi], "phash_long": longs[lo:hi]}), out / f"part-{i:04d}.parquet"
+        )
     return str(out)
 
 
@@ -93,8 +128,11 @@ def read_pairs(path: str) -> Pairs:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    return (table["a_id"].to_numpy().astype(np.int64), table["b_id"].to_numpy().astype(np.int64),
-            table["distance"].to_numpy().astype(np.uint8))
+    return (
+        table["a_id"].to_numpy().astype(np.int64),
+        table["b_id"].to_numpy().astype(np.int64),
+        table["distance"].to_numpy().astype(np.uint8),
+    )
 
 
 def distance_mismatches(found: Pairs, truth: Pairs) -> int:
@@ -104,8 +142,9 @@ def distance_mismatches(found: Pairs, truth: Pairs) -> int:
     return int(np.count_nonzero(found[2][fi] != truth[2][ti]))
 
 
-def imagededup_ladder(hs: HashSet, truth: Pairs, args: argparse.Namespace, method: str, budget: float,
-                      rec: Recorder) -> list[dict[str, Any]]:
+def imagededup_ladder(
+    hs: HashSet, truth: Pairs, args: argparse.Namespace, method: str, budget: float, rec: Recorder
+) -> list[dict[str, Any]]:
     """imagededup on growing prefixes of the set while the predicted next run fits the budget, then extrapolate."""
     from benchmarks.imagededup_ref import find_duplicates
 
@@ -125,17 +164,39 @@ def imagededup_ladder(hs: HashSet, truth: Pairs, args: argparse.Namespace, metho
         all_pairs(hs.hashes[:size], args.threshold, args.threads)  # same-size brute force, for the ratio
         brute_seconds = time.perf_counter() - t0
         inside = (truth[0] < size) & (truth[1] < size)
-        recall, precision, _ = recall_precision(pair_keys(*run.pairs[:2]),
-                                                pair_keys(truth[0][inside], truth[1][inside]))
-        rows.append({"method": method, "n": size, "seconds": phase.seconds, "phase": phase,
-                     "pairs": int(run.pairs[0].shape[0]), "truth_pairs": int(np.count_nonzero(inside)),
-                     "recall": recall, "precision": precision, "measured": True, "brute_seconds": brute_seconds})
+        recall, precision, _ = recall_precision(
+            pair_keys(*run.pairs[:2]), pair_keys(truth[0][inside], truth[1][inside])
+        )
+        rows.append(
+            {
+                "method": method,
+                "n": size,
+                "seconds": phase.seconds,
+                "phase": phase,
+                "pairs": int(run.pairs[0].shape[0]),
+                "truth_pairs": int(np.count_nonzero(inside)),
+                "recall": recall,
+                "precision": precision,
+                "measured": True,
+                "brute_seconds": brute_seconds,
+            }
+        )
     if rows and rows[-1]["n"] < hs.n:
-        (n1, t1), (n2, t2) = ((rows[-2]["n"], rows[-2]["seconds"]) if len(rows) > 1 else (0, 0.0)), \
-            (rows[-1]["n"], rows[-1]["seconds"])
+        (n1, t1), (n2, t2) = (
+            ((rows[-2]["n"], rows[-2]["seconds"]) if len(rows) > 1 else (0, 0.0)),
+            (rows[-1]["n"], rows[-1]["seconds"]),
+        )
         exponent = math.log(t2 / t1) / math.log(n2 / n1) if n1 and t1 > 0 and t2 > t1 else 2.0
-        rows.append({"method": method, "n": hs.n, "seconds": t2 * (hs.n / n2) ** exponent, "measured": False,
-                     "exponent": exponent, "from_n": n2})
+        rows.append(
+            {
+                "method": method,
+                "n": hs.n,
+                "seconds": t2 * (hs.n / n2) ** exponent,
+                "measured": False,
+                "exponent": exponent,
+                "from_n": n2,
+            }
+        )
     return rows
 
 
@@ -164,8 +225,11 @@ def main(argv: list[str]) -> int:
         queries = None
         brute_name = f"numpy brute force, all {hs.n * (hs.n - 1) // 2:,} pairs"
     with rec.phase(brute_name):
-        truth = (query_pairs(hs.hashes, queries, args.threshold, args.threads) if queries is not None
-                 else all_pairs(hs.hashes, args.threshold, args.threads))
+        truth = (
+            query_pairs(hs.hashes, queries, args.threshold, args.threads)
+            if queries is not None
+            else all_pairs(hs.hashes, args.threshold, args.threads)
+        )
     truth_keys = pair_keys(truth[0], truth[1])
     info["truth_pairs"] = int(truth_keys.shape[0])
     hist = np.bincount(truth[2], minlength=args.threshold + 1).tolist()
@@ -182,7 +246,9 @@ def main(argv: list[str]) -> int:
         if version:
             for item in methods:
                 method, _, budget = item.partition(":")
-                ided += imagededup_ladder(hs, truth, args, method, float(budget or args.imagededup_budget), rec)
+                ided += imagededup_ladder(
+                    hs, truth, args, method, float(budget or args.imagededup_budget), rec
+                )
 
     # 3. Spark.
     if args.impl == "hinted":
@@ -237,63 +303,173 @@ def main(argv: list[str]) -> int:
 
     # 4. Report.
     brute = rec.get(brute_name)
-    scope = ("all" if queries is None else f"from the batch of {args.incremental:,}" if args.incremental
-             else f"restricted to the {args.sample:,} queries")
+    scope = (
+        "all"
+        if queries is None
+        else f"from the batch of {args.incremental:,}"
+        if args.incremental
+        else f"restricted to the {args.sample:,} queries"
+    )
 
     sampled = bool(args.sample) and not args.incremental
     # The reference for the speed column: the brute force doing the same job (all pairs, or the batch
     # against all); with --sample, the all-pairs time extrapolated from the sampled queries.
     reference = brute.seconds * (hs.n - 1) / 2 / args.sample if sampled else brute.seconds
 
-    def row(name: str, n: int, phase: Phase | None, seconds: float, pairs: Any, rec_: Any, prec: Any,
-            ratio: bool = True, ref: float | None = None) -> list[Any]:
+    def row(
+        name: str,
+        n: int,
+        phase: Phase | None,
+        seconds: float,
+        pairs: Any,
+        rec_: Any,
+        prec: Any,
+        ratio: bool = True,
+        ref: float | None = None,
+    ) -> list[Any]:
         cpu = f"{phase.cpu_seconds:.1f}" if phase else "-"
         load = phase.load() if phase else "-"
         others = f"{phase.other_cores:.2f}" if phase else "-"
         speed = f"{(ref or reference) / seconds:.3g}x" if ratio else "-"
         return [name, n, seconds, cpu, pairs, rec_, prec, speed, load, others]
 
-    table = [row(brute_name, hs.n, brute, brute.seconds, int(truth_keys.shape[0]), "1 (truth)", "1 (truth)",
-                 ratio=not sampled)]
+    table = [
+        row(
+            brute_name,
+            hs.n,
+            brute,
+            brute.seconds,
+            int(truth_keys.shape[0]),
+            "1 (truth)",
+            "1 (truth)",
+            ratio=not sampled,
+        )
+    ]
     if sampled:
-        table.append(row(f"numpy brute force, all pairs (extrapolated from the {args.sample:,} queries)", hs.n,
-                         None, reference, "-", "-", "-"))
-    table.append(row(f"Spark near_duplicate_pairs ({label})", hs.n, spark_phase, spark_phase.seconds,
-                     f"{total_found:,} ({found[0].shape[0]:,} {scope})", f"{recall:.6f}", f"{precision:.6f}"))
+        table.append(
+            row(
+                f"numpy brute force, all pairs (extrapolated from the {args.sample:,} queries)",
+                hs.n,
+                None,
+                reference,
+                "-",
+                "-",
+                "-",
+            )
+        )
+    table.append(
+        row(
+            f"Spark near_duplicate_pairs ({label})",
+            hs.n,
+            spark_phase,
+            spark_phase.seconds,
+            f"{total_found:,} ({found[0].shape[0]:,} {scope})",
+            f"{recall:.6f}",
+            f"{precision:.6f}",
+        )
+    )
     if candidates is not None:
-        table.append(row(f"Spark candidate_count ({label}, join only)", hs.n, cand_phase, cand_phase.seconds,
-                         f"{candidates:,} candidate rows", "-", "-"))
+        table.append(
+            row(
+                f"Spark candidate_count ({label}, join only)",
+                hs.n,
+                cand_phase,
+                cand_phase.seconds,
+                f"{candidates:,} candidate rows",
+                "-",
+                "-",
+            )
+        )
     for r in ided:
         if r["measured"]:
-            table.append(row(f"imagededup {r['method']}", r["n"], r["phase"], r["seconds"],
-                             f"{r['pairs']:,} (truth {r['truth_pairs']:,})", f"{r['recall']:.6f}",
-                             f"{r['precision']:.6f}", ref=r["brute_seconds"]))
+            table.append(
+                row(
+                    f"imagededup {r['method']}",
+                    r["n"],
+                    r["phase"],
+                    r["seconds"],
+                    f"{r['pairs']:,} (truth {r['truth_pairs']:,})",
+                    f"{r['recall']:.6f}",
+                    f"{r['precision']:.6f}",
+                    ref=r["brute_seconds"],
+                )
+            )
         else:
-            table.append(row(f"imagededup {r['method']} (extrapolated, n^{r['exponent']:.2f} from {r['from_n']:,})",
-                             r["n"], None, r["seconds"], "-", "-", "-"))
+            table.append(
+                row(
+                    f"imagededup {r['method']} (extrapolated, n^{r['exponent']:.2f} from {r['from_n']:,})",
+                    r["n"],
+                    None,
+                    r["seconds"],
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
     mode = f"a batch of {args.incremental:,} against all" if args.incremental else "self-join"
     print(f"\n## Near-duplicate join ({mode}), n = {hs.n:,}\n")
-    print(f"Command: `{info['command']}`  \nData: {hs.description}; threshold {args.threshold}; "
-          f"cores {info['machine']['usable_cores']}; Spark {info['spark']}\n")
-    print(markdown_table(["method", "n", "wall s", "CPU s", "ordered pairs (a,b)", "recall", "precision",
-                          "speed vs brute force (same job, same n)", "load 1-min (start→end)", "other procs' cores"], table))
+    print(
+        f"Command: `{info['command']}`  \nData: {hs.description}; threshold {args.threshold}; "
+        f"cores {info['machine']['usable_cores']}; Spark {info['spark']}\n"
+    )
+    print(
+        markdown_table(
+            [
+                "method",
+                "n",
+                "wall s",
+                "CPU s",
+                "ordered pairs (a,b)",
+                "recall",
+                "precision",
+                "speed vs brute force (same job, same n)",
+                "load 1-min (start→end)",
+                "other procs' cores",
+            ],
+            table,
+        )
+    )
     self_matches = (args.incremental or hs.n) * plan.keys_per_hash
-    detail = [["bands (offset, width)", str(plan.bands)], ["keys per hash", plan.keys_per_hash],
-              ["truth distance histogram 0..k", str(hist)], ["distance mismatches vs truth", mismatched]]
+    detail = [
+        ["bands (offset, width)", str(plan.bands)],
+        ["keys per hash", plan.keys_per_hash],
+        ["truth distance histogram 0..k", str(hist)],
+        ["distance mismatches vs truth", mismatched],
+    ]
     if candidates is not None and args.impl == "proposed":
-        detail += [["candidate rows to the exact filter (no self matches, one flip combination per band)", candidates],
-                   ["candidate rows per result pair", f"{candidates / max(total_found, 1):.1f}"]]
+        detail += [
+            [
+                "candidate rows to the exact filter (no self matches, one flip combination per band)",
+                candidates,
+            ],
+            ["candidate rows per result pair", f"{candidates / max(total_found, 1):.1f}"],
+        ]
     elif candidates is not None:
         cross = candidates - self_matches
-        detail += [["candidate rows (candidate_count)", candidates],
-                   ["  of which self matches (n x keys per hash)", self_matches],
-                   ["  of which cross rows", cross],
-                   ["cross candidate rows per result pair", f"{cross / max(total_found, 1):.1f}"]]
+        detail += [
+            ["candidate rows (candidate_count)", candidates],
+            ["  of which self matches (n x keys per hash)", self_matches],
+            ["  of which cross rows", cross],
+            ["cross candidate rows per result pair", f"{cross / max(total_found, 1):.1f}"],
+        ]
     print("\n" + markdown_table(["detail", "value"], detail))
-    info.update({"phases": rec.phases, "spark_pairs": total_found, "spark_pairs_in_scope": int(found[0].shape[0]),
-                 "recall": recall, "precision": precision, "distance_mismatches": mismatched,
-                 "candidates": candidates, "self_matches": self_matches, "imagededup_runs": ided})
-    name = f"neardup-{args.impl}{'' if args.impl == 'jobs' else '-' + args.join_hint}-{tag}" + (f"-q{args.sample}" if args.sample else "") \
+    info.update(
+        {
+            "phases": rec.phases,
+            "spark_pairs": total_found,
+            "spark_pairs_in_scope": int(found[0].shape[0]),
+            "recall": recall,
+            "precision": precision,
+            "distance_mismatches": mismatched,
+            "candidates": candidates,
+            "self_matches": self_matches,
+            "imagededup_runs": ided,
+        }
+    )
+    name = (
+        f"neardup-{args.impl}{'' if args.impl == 'jobs' else '-' + args.join_hint}-{tag}"
+        + (f"-q{args.sample}" if args.sample else "")
         + (f"-inc{args.incremental}" if args.incremental else "")
+    )
     print(f"\nfigures saved to {save_result(name, info)}")
     return 0

@@ -17,11 +17,17 @@ from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facela
     params={
         # No default: the trigger form requires a drop.
         "drop": Param(
-            type="string", minLength=1, **URI_SCHEMA, title="Crawl drop",
+            type="string",
+            minLength=1,
+            **URI_SCHEMA,
+            title="Crawl drop",
             description=f"crawl drop folder or URI holding manifest.jsonl; required ({URI_RULES})",
         ),
         "lake": Param(
-            None, type=["null", "string"], **URI_SCHEMA, title="Lake root",
+            None,
+            type=["null", "string"],
+            **URI_SCHEMA,
+            title="Lake root",
             description=f"lake root URI; empty means the config default ({URI_RULES})",
         ),
     },

@@ -41,7 +41,12 @@ def _photo(seed: int, size: tuple[int, int] = (96, 80), mode: str = "RGB") -> Im
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack(
-        [(xx * (seed % 7 + 1) * 3) % 256, (yy * (seed % 5 + 2) * 3) % 256, ((xx + yy) * (seed % 3 + 1)) % 256], -1
+        [
+            (xx * (seed % 7 + 1) * 3) % 256,
+            (yy * (seed % 5 + 2) * 3) % 256,
+            ((xx + yy) * (seed % 3 + 1)) % 256,
+        ],
+        -1,
     ).astype(np.uint8)
     for _ in range(6):
         x0, y0 = rng.integers(0, max(1, w - 16)), rng.integers(0, max(1, h - 16))
@@ -62,7 +67,12 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _gif_frames(seed: int, frames: int) -> bytes:
@@ -85,8 +95,10 @@ def build_hostile_drop(root: Path) -> HostileDrop:
     out.outside_markers.append((outside / "secret.txt").read_bytes())
     import hashlib
 
-    out.outside_sha256 += [hashlib.sha256(canary_image).hexdigest(),
-                           hashlib.sha256((outside / "secret.txt").read_bytes()).hexdigest()]
+    out.outside_sha256 += [
+        hashlib.sha256(canary_image).hexdigest(),
+        hashlib.sha256((outside / "secret.txt").read_bytes()).hexdigest(),
+    ]
 
     lines: list[bytes] = []
     seed = iter(range(100, 10_000))
@@ -150,18 +162,46 @@ def build_hostile_drop(root: Path) -> HostileDrop:
     image_file("unnamed:colon.jpg")
 
     # ------------------------------------------------------------------ file tricks
-    add(record(image_file("bomb_pixels.png", _png_header_only(30_000, 30_000))), "too_many_pixels", "file: pixel bomb")
-    add(record(image_file("frames.gif", _gif_frames(next(seed), 300))), OK, "file: 300-frame GIF (first frame only)")
+    add(
+        record(image_file("bomb_pixels.png", _png_header_only(30_000, 30_000))),
+        "too_many_pixels",
+        "file: pixel bomb",
+    )
+    add(
+        record(image_file("frames.gif", _gif_frames(next(seed), 300))),
+        OK,
+        "file: 300-frame GIF (first frame only)",
+    )
     jpeg = _encode(_photo(next(seed), (200, 160)), "JPEG", quality=95)
-    add(record(image_file("truncated.jpg", jpeg[: len(jpeg) // 2])), "truncated_image", "file: truncated JPEG")
-    add(record(image_file("corrupt.png", _encode(_photo(next(seed)), "PNG")[:60] + b"\x00garbage" * 40)),
-        "corrupt_image", "file: corrupt PNG data")
+    add(
+        record(image_file("truncated.jpg", jpeg[: len(jpeg) // 2])), "truncated_image", "file: truncated JPEG"
+    )
+    add(
+        record(image_file("corrupt.png", _encode(_photo(next(seed)), "PNG")[:60] + b"\x00garbage" * 40)),
+        "corrupt_image",
+        "file: corrupt PNG data",
+    )
     add(record(image_file("zero.jpg", b"")), "empty_file", "file: zero bytes")
-    add(record(image_file("doc.jpg", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n")), "not_an_image",
-        "file: PDF named .jpg")
-    add(record(image_file("page.png", b"<html><body>not an image</body></html>")), "not_an_image", "file: HTML")
-    add(record(image_file("scan.tif", _encode(_photo(next(seed)), "TIFF"))), "not_an_image", "file: TIFF (unsupported)")
-    add(record(image_file("pic.bmp", _encode(_photo(next(seed)), "BMP"))), "not_an_image", "file: BMP (unsupported)")
+    add(
+        record(image_file("doc.jpg", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n")),
+        "not_an_image",
+        "file: PDF named .jpg",
+    )
+    add(
+        record(image_file("page.png", b"<html><body>not an image</body></html>")),
+        "not_an_image",
+        "file: HTML",
+    )
+    add(
+        record(image_file("scan.tif", _encode(_photo(next(seed)), "TIFF"))),
+        "not_an_image",
+        "file: TIFF (unsupported)",
+    )
+    add(
+        record(image_file("pic.bmp", _encode(_photo(next(seed)), "BMP"))),
+        "not_an_image",
+        "file: BMP (unsupported)",
+    )
     (drop / "folder.jpg").mkdir()
     add(record("folder.jpg"), "not_a_file", "file: directory named like an image")
     os.mkfifo(drop / "pipe.jpg")
@@ -169,15 +209,19 @@ def build_hostile_drop(root: Path) -> HostileDrop:
     with open(drop / "huge.jpg", "wb") as fh:  # sparse: 3 GiB on paper, nothing on disk
         fh.truncate(3 << 30)
     add(record("huge.jpg"), "too_many_bytes", "file: 3 GiB file (over Spark's 2 GiB binaryFile limit)")
-    add(record(image_file("big.jpg", b"\xff\xd8\xff" + os.urandom(MAX_IMAGE_BYTES))), "too_many_bytes",
-        "file: over the byte limit")
+    add(
+        record(image_file("big.jpg", b"\xff\xd8\xff" + os.urandom(MAX_IMAGE_BYTES))),
+        "too_many_bytes",
+        "file: over the byte limit",
+    )
     add(record("does/not/exist.jpg"), "missing_file", "file: missing")
 
     # ------------------------------------------------------------------ valid but unusual images
     unusual = {
         "cmyk.jpg": _encode(_photo(next(seed), mode="CMYK"), "JPEG"),
-        "sixteen_bit.png": _encode(Image.fromarray(np.asarray(_photo(next(seed)).convert("L"), np.uint16) * 257),
-                                   "PNG"),
+        "sixteen_bit.png": _encode(
+            Image.fromarray(np.asarray(_photo(next(seed)).convert("L"), np.uint16) * 257), "PNG"
+        ),
         "palette.png": _encode(_photo(next(seed)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
         "alpha.png": _encode(_photo(next(seed), mode="RGBA"), "PNG"),
         "progressive.jpg": _encode(_photo(next(seed), (160, 120)), "JPEG", progressive=True),
@@ -203,19 +247,31 @@ def build_hostile_drop(root: Path) -> HostileDrop:
     add({**record(good), "tags": "uk"}, "invalid_field", "line: tags not a list")
     dup = json.dumps(record(good))[:-1] + ', "source_url": "https://other.example.co.uk/x.jpg"}'
     add(dup, "malformed_json", "line: duplicate keys")
-    add(json.dumps(record(good))[:-1] + ', "n": ' + "9" * 5000 + "}", "malformed_json", "line: 5000-digit integer")
+    add(
+        json.dumps(record(good))[:-1] + ', "n": ' + "9" * 5000 + "}",
+        "malformed_json",
+        "line: 5000-digit integer",
+    )
     add(json.dumps(record(good))[:-1] + ', "n": 1e999}', "malformed_json", "line: float overflow")
     add(json.dumps(record(good))[:-1] + ', "n": NaN}', "malformed_json", "line: NaN")
     add(b"[" * 100_000 + b"]" * 100_000, "malformed_json", "line: nested 100,000 deep")
     add(record(good, crawled_at="0001-01-01T00:00:00+01:00"), "invalid_field", "line: year 1 with +01:00")
     add(record(good, crawled_at="9999-12-31T23:59:59-01:00"), "invalid_field", "line: year 9999 with -01:00")
     add(record(good, crawled_at="2026-03-01T12:00:00"), "invalid_field", "line: crawled_at without a zone")
-    bad_utf8 = json.dumps(record(good)).encode().replace(URL_MARKER.encode(), URL_MARKER.encode() + b"\xff\xfe")
+    bad_utf8 = (
+        json.dumps(record(good)).encode().replace(URL_MARKER.encode(), URL_MARKER.encode() + b"\xff\xfe")
+    )
     add(bad_utf8, "invalid_encoding", "line: invalid UTF-8")
-    add(json.dumps(record(good))[:-1] + ', "x": "\\ud800"}', "invalid_encoding", "line: lone surrogate escape")
+    add(
+        json.dumps(record(good))[:-1] + ', "x": "\\ud800"}', "invalid_encoding", "line: lone surrogate escape"
+    )
     add(json.dumps(record(good))[:-1] + ', "pad": "' + "x" * (2 << 20) + '"}', "line_too_long", "line: 2 MiB")
     add(json.dumps(record(good)).replace(", ", ",\r "), OK, "line: lone CRs between tokens")
-    add(json.dumps(record(good)).replace(URL_MARKER, URL_MARKER + "\r"), "malformed_json", "line: CR inside a string")
+    add(
+        json.dumps(record(good)).replace(URL_MARKER, URL_MARKER + "\r"),
+        "malformed_json",
+        "line: CR inside a string",
+    )
     add(json.dumps(record(good)) + "\r", OK, "line: CRLF ending")
     add(record(good, country="ＧＢ"), "invalid_field", "line: full-width country")
     add(record(good, country="éé"), "invalid_field", "line: non-ASCII letters as country")
@@ -227,14 +283,26 @@ def build_hostile_drop(root: Path) -> HostileDrop:
     add(record(good, source_url=url("example.co。uk")), OK, "host: ideographic dot", uk=True)
     add(record(good, source_url=url("ＥＸＡＭＰＬＥ.CO.UK")), OK, "host: full-width capitals", uk=True)
     add(record(good, source_url=url("example.co.%75k")), OK, "host: %-escaped", uk=True)
-    add(record(good, source_url=f"https://example.co.uk\\@evil.com/{URL_MARKER}.jpg"), OK,
-        "host: backslash before @ (browsers go to example.co.uk)", uk=True)
-    add(record(good, source_url=url("photos.example.com", "a b|c%zz")), OK, "url: space, | and bad escape in path")
+    add(
+        record(good, source_url=f"https://example.co.uk\\@evil.com/{URL_MARKER}.jpg"),
+        OK,
+        "host: backslash before @ (browsers go to example.co.uk)",
+        uk=True,
+    )
+    add(
+        record(good, source_url=url("photos.example.com", "a b|c%zz")),
+        OK,
+        "url: space, | and bad escape in path",
+    )
     add(record(good, source_url=url("news.example.london")), OK, "host: .london", uk=True)
     add(record(good, source_url=url("example.co.uk.evil.com")), OK, "host: .uk label not at the end")
     add(record(good, source_url=f"https://bad host.example/{URL_MARKER}.jpg"), "invalid_field", "host: space")
     add(record(good, source_url=f"https://a|b.example/{URL_MARKER}.jpg"), "invalid_field", "host: pipe")
-    add(record(good, source_url=f"https://ex%zzample.com/{URL_MARKER}.jpg"), "invalid_field", "host: bad escape")
+    add(
+        record(good, source_url=f"https://ex%zzample.com/{URL_MARKER}.jpg"),
+        "invalid_field",
+        "host: bad escape",
+    )
     add(record(good, page_url="javascript:alert(1)"), "invalid_field", "line: page_url not http")
     add(record(good, source_url=url(f"cdn.{SUPPRESSED_HOST}")), SUPPRESSED, "host: under a suppressed host")
     add(record(good, page_url=url(SUPPRESSED_HOST)), SUPPRESSED, "host: page on a suppressed host")

@@ -48,11 +48,20 @@ def rows(spark: SparkSession, name: str, items: list[dict[str, Any]]) -> DataFra
 
 
 def faces(spark: SparkSession, ids: list[str], score: float = 0.9, image: str = "img") -> DataFrame:
-    return rows(spark, "faces", [
-        {"face_id": f, "image_id": f"{image}-{f}", "det_score": score, "embedding": [1.0, 0.0],
-         "jurisdiction_tags": ["uk"] if f.endswith("uk") else []}
-        for f in ids
-    ])
+    return rows(
+        spark,
+        "faces",
+        [
+            {
+                "face_id": f,
+                "image_id": f"{image}-{f}",
+                "det_score": score,
+                "embedding": [1.0, 0.0],
+                "jurisdiction_tags": ["uk"] if f.endswith("uk") else [],
+            }
+            for f in ids
+        ],
+    )
 
 
 def sorted_rows(df: DataFrame) -> list[tuple]:

@@ -40,7 +40,12 @@ def test_every_module_imports_only_what_its_subpackage_may() -> None:
         assert package in ALLOWED, f"{path}: subpackage {package!r} is not in the layout"
         for name in _imports(path):
             parts = name.split(".")
-            if parts[0] == "jobs" and len(parts) > 1 and parts[1] != package and parts[1] not in ALLOWED[package]:
+            if (
+                parts[0] == "jobs"
+                and len(parts) > 1
+                and parts[1] != package
+                and parts[1] not in ALLOWED[package]
+            ):
                 problems.append(f"{path.relative_to(ROOT)} imports {name}")
             if package == "core" and parts[0] in HEAVY:
                 problems.append(f"{path.relative_to(ROOT)} (core is pure) imports {name}")

@@ -29,8 +29,12 @@ VECTOR = re.compile(r"(-?\d+\.\d+(e-?\d+)?,\s*){5,}-?\d+\.\d+")
 
 
 @pytest.fixture(scope="module")
-def explore_lake(spark: SparkSession, spark_config: FacelakeConfig, sample_drop: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def explore_lake(
+    spark: SparkSession,
+    spark_config: FacelakeConfig,
+    sample_drop: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     """Two drops ingested (two ingest commits to diff), then one embed run (the version to pin)."""
     root = tmp_path_factory.mktemp("explore")
     second = root / "drop-2"
@@ -81,12 +85,17 @@ def test_explore_notebook_runs_and_reports_the_lake(
     root = explore_lake["root"]
     for key in [k for k in os.environ if k.startswith("FACELAKE_")]:
         monkeypatch.delenv(key)
-    env = {"FACELAKE_LAKE": root, "FACELAKE_SPARK_MASTER": "local[1]", "FACELAKE_DRIVER_MEMORY": "1g",
-           "FACELAKE_SHUFFLE_PARTITIONS": "2"}
+    env = {
+        "FACELAKE_LAKE": root,
+        "FACELAKE_SPARK_MASTER": "local[1]",
+        "FACELAKE_DRIVER_MEMORY": "1g",
+        "FACELAKE_SHUFFLE_PARTITIONS": "2",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(PROJECT_ROOT)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(PROJECT_ROOT)}}
+    ).execute()
 
     text = output_text(nb)
     summaries = [line for line in text.splitlines() if line.startswith("SUMMARY ")]
@@ -133,12 +142,17 @@ def test_explore_notebook_runs_and_reports_the_lake(
     ids_b = {r["image_id"] for r in after.select("image_id").collect()}
     changed = after.join(before.select("image_id"), "image_id").select(*before.columns).exceptAll(before)
     assert summary["diff"] == {
-        "from": v_a, "to": v_b, "insert": len(ids_b - ids_a), "delete": len(ids_a - ids_b),
+        "from": v_a,
+        "to": v_b,
+        "insert": len(ids_b - ids_a),
+        "delete": len(ids_a - ids_b),
         "update": changed.select("image_id").distinct().count(),
     }
     assert v_a < v_b and summary["diff"]["insert"] > 0
 
     assert summary["time_travel"] == {
-        "version_rows": len(ids_a), "timestamp_version": v_a, "timestamp_rows": len(ids_a),
+        "version_rows": len(ids_a),
+        "timestamp_version": v_a,
+        "timestamp_rows": len(ids_a),
         "latest_rows": delta(spark, root, "images").count(),
     }

@@ -41,8 +41,11 @@ def not_sources(folder: str, names: list[str]) -> set[str]:
     """``shutil.copytree`` ignore: bytecode and egg-info anywhere, dot folders and outputs at the top only."""
     top = Path(folder) == CHECKOUT
     return {
-        n for n in names
-        if n == "__pycache__" or n.endswith((".pyc", ".egg-info")) or (top and (n.startswith(".") or n in TOP_LEVEL_OUTPUT))
+        n
+        for n in names
+        if n == "__pycache__"
+        or n.endswith((".pyc", ".egg-info"))
+        or (top and (n.startswith(".") or n in TOP_LEVEL_OUTPUT))
     }
 
 
@@ -85,7 +88,9 @@ def run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout
 def uv_install(uv: str, python: Path, args: list[str], cwd: Path) -> None:
     """``uv pip install`` from the cache only; if the cache lacks something, say so and try the index once."""
     cmd = [uv, "pip", "install", "--quiet", "--python", str(python), *args]
-    offline = subprocess.run([*cmd, "--offline"], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    offline = subprocess.run(
+        [*cmd, "--offline"], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
     if offline.returncode != 0:
         print(f"offline install failed, retrying online:\n{offline.stderr[-2000:]}", file=sys.stderr)
         run(cmd, cwd=cwd)
@@ -99,10 +104,14 @@ def make_drop(drop: Path) -> dict[str, str]:
     (drop / "img").mkdir(parents=True)
     rng = np.random.default_rng(11)  # noise: the two pictures are far apart in pHash, so no near duplicate
     Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(drop / "img" / "a.png")
-    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(drop / "img" / "b.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(
+        drop / "img" / "b.jpg", quality=90
+    )
     sources = {"https://photos.example.co.uk/a.png": "img/a.png", "https://example.com/b.jpg": "img/b.jpg"}
-    lines = [json.dumps({"image_path": path, "source_url": url, "crawled_at": "2026-05-01T00:00:00Z"})
-             for url, path in sources.items()]
+    lines = [
+        json.dumps({"image_path": path, "source_url": url, "crawled_at": "2026-05-01T00:00:00Z"})
+        for url, path in sources.items()
+    ]
     lines.append('{"image_path": "img/c.png", "source_url": ')  # line 3: malformed_json
     (drop / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return {url: hashlib.sha256((drop / path).read_bytes()).hexdigest() for url, path in sources.items()}
@@ -150,10 +159,14 @@ def inside(path: str | Path, folder: str | Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def test_wheel_runs_init_and_ingest_outside_the_checkout(spark_config: FacelakeConfig, tmp_path: Path) -> None:
+def test_wheel_runs_init_and_ingest_outside_the_checkout(
+    spark_config: FacelakeConfig, tmp_path: Path
+) -> None:
     uv = find_uv()
     if uv is None:
-        pytest.skip("uv is not installed (./dev installs it into .venv): cannot build a fresh virtualenv offline")
+        pytest.skip(
+            "uv is not installed (./dev installs it into .venv): cannot build a fresh virtualenv offline"
+        )
     jars = jar_cache_dir(spark_config)
     assert resolve_delta_jars(spark_config), "Delta's jars are not resolved"  # a no-op once ./dev setup ran
     work = tmp_path / "outside"  # the child's working directory: no checkout, no pyproject.toml, no jobs/
@@ -164,7 +177,9 @@ def test_wheel_runs_init_and_ingest_outside_the_checkout(spark_config: FacelakeC
     run([uv, "venv", "--offline", "--quiet", "--python", sys.executable, str(venv)], cwd=work)
     python = venv / "bin" / "python"
     uv_install(uv, python, ["-r", str(CHECKOUT / "requirements.lock")], cwd=work)
-    sources = tmp_path / "src"  # setuptools writes build/ and *.egg-info next to the sources: not in the checkout
+    sources = (
+        tmp_path / "src"
+    )  # setuptools writes build/ and *.egg-info next to the sources: not in the checkout
     shutil.copytree(CHECKOUT, sources, ignore=not_sources)
     uv_install(uv, python, ["--no-deps", str(sources)], cwd=work)
     shutil.rmtree(sources)  # the installed package must not need them either
@@ -182,9 +197,13 @@ def test_wheel_runs_init_and_ingest_outside_the_checkout(spark_config: FacelakeC
         assert inside(folder, site), (name, folder)
         shipped = {p.name for p in Path(folder).iterdir() if p.is_file()}
         wanted = {p.name for p in (CHECKOUT / "jobs" / "resources" / name).iterdir() if p.is_file()}
-        assert shipped == wanted, f"package data {name}/ in the wheel: {sorted(shipped)}, in the checkout: {sorted(wanted)}"
+        assert shipped == wanted, (
+            f"package data {name}/ in the wheel: {sorted(shipped)}, in the checkout: {sorted(wanted)}"
+        )
     log_config = re.search(r"-Dlog4j2\.configurationFile=file://(\S+)", probe["java_options"])
-    assert log_config and inside(log_config.group(1), site) and Path(log_config.group(1)).is_file(), probe["java_options"]
+    assert log_config and inside(log_config.group(1), site) and Path(log_config.group(1)).is_file(), probe[
+        "java_options"
+    ]
 
     # 3. The console script of the new venv creates the lake and ingests a 3-line drop.
     facelake = str(venv / "bin" / "facelake")
@@ -194,20 +213,33 @@ def test_wheel_runs_init_and_ingest_outside_the_checkout(spark_config: FacelakeC
     out = run([facelake, "init", *spark_args], cwd=work, env=env, timeout=1200)
     assert summary_counts(out, "init") == {"tables": len(table_names())}
     for name in table_names():
-        assert (lake / "tables" / name / "_delta_log" / f"{0:020d}.json").is_file(), f"init did not create {name}"
+        assert (lake / "tables" / name / "_delta_log" / f"{0:020d}.json").is_file(), (
+            f"init did not create {name}"
+        )
 
     out = run([facelake, "ingest", *spark_args, "--drop", str(drop)], cwd=work, env=env, timeout=1200)
     assert summary_counts(out, "ingest") == {
-        "manifest_lines": 3, "quarantined": 1, "ingestible_lines": 2, "suppressed": 0,
-        "new_images": 2, "near_dup_aliases": 0,
-        "image_sources_inserted": 2, "images_inserted": 2, "crawl_manifest_inserted": 2, "quarantine_inserted": 1,
+        "manifest_lines": 3,
+        "quarantined": 1,
+        "ingestible_lines": 2,
+        "suppressed": 0,
+        "new_images": 2,
+        "near_dup_aliases": 0,
+        "image_sources_inserted": 2,
+        "images_inserted": 2,
+        "crawl_manifest_inserted": 2,
+        "quarantine_inserted": 1,
     }
     # Schemas: the rows have the declared columns. Policies: the .co.uk source is tagged uk, the .com one not.
     images = {r["image_id"]: r for r in delta_rows(lake / "tables" / "images")}
     assert all(set(r) == set(table_spec("images").schema.fieldNames()) for r in images.values())
     assert {i: images[i]["jurisdiction_tags"] for i in images} == {
-        image_ids["https://photos.example.co.uk/a.png"]: ["uk"], image_ids["https://example.com/b.jpg"]: []}
-    assert {(r["line_no"], r["reason"]) for r in delta_rows(lake / "tables" / "quarantine")} == {(3, "malformed_json")}
+        image_ids["https://photos.example.co.uk/a.png"]: ["uk"],
+        image_ids["https://example.com/b.jpg"]: [],
+    }
+    assert {(r["line_no"], r["reason"]) for r in delta_rows(lake / "tables" / "quarantine")} == {
+        (3, "malformed_json")
+    }
     assert len(delta_rows(lake / "tables" / "crawl_manifest")) == 2
     # Expectations: each published table passed its suite, recorded in dq_results, with Data Docs.
     results = delta_rows(lake / "tables" / "dq_results")

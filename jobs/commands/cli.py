@@ -9,17 +9,38 @@ import sys
 # command -> (module, one-line help). Modules are imported only when their command runs,
 # so `facelake --help` stays fast and never starts Spark.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "setup": ("jobs.commands.bootstrap", "check Java 17+ and resolve Delta's jars once (then everything runs offline)"),
-    "sample-drop": ("jobs.testdata.sample_drop", "generate a deterministic sample crawl drop with an answer key"),
+    "setup": (
+        "jobs.commands.bootstrap",
+        "check Java 17+ and resolve Delta's jars once (then everything runs offline)",
+    ),
+    "sample-drop": (
+        "jobs.testdata.sample_drop",
+        "generate a deterministic sample crawl drop with an answer key",
+    ),
     "init": ("jobs.commands.init", "create every facelake table under the lake root"),
     "ingest": ("jobs.ingest.job", "ingest a crawl drop into the lake"),
-    "embed": ("jobs.faces.embed", "detect, align and embed faces of new canonical images (insightface on onnxruntime)"),
-    "models": ("jobs.faces.packs", "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)"),
+    "embed": (
+        "jobs.faces.embed",
+        "detect, align and embed faces of new canonical images (insightface on onnxruntime)",
+    ),
+    "models": (
+        "jobs.faces.packs",
+        "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)",
+    ),
     "retag": ("jobs.ingest.retag", "re-apply the jurisdiction policy to existing rows (no image re-read)"),
-    "sql": ("jobs.commands.sql", "run Spark SQL over every table (latest or as of a version); a table or JSON lines"),
+    "sql": (
+        "jobs.commands.sql",
+        "run Spark SQL over every table (latest or as of a version); a table or JSON lines",
+    ),
     "history": ("jobs.commands.history", "which run made each version of a table, from what"),
-    "restore": ("jobs.commands.restore", "restore a table to an earlier version (refuses versions an erasure purged)"),
-    "maintain": ("jobs.lake.maintain", "re-apply table properties, OPTIMIZE (Z-order) and VACUUM with the configured retention"),
+    "restore": (
+        "jobs.commands.restore",
+        "restore a table to an earlier version (refuses versions an erasure purged)",
+    ),
+    "maintain": (
+        "jobs.lake.maintain",
+        "re-apply table properties, OPTIMIZE (Z-order) and VACUUM with the configured retention",
+    ),
     "demo": ("jobs.commands.demo", "sample drop -> lake on the embedded default, with a summary"),
 }
 

@@ -11,7 +11,9 @@ from jobs.core.runs import RunContext, configure_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="demo", help="folder for the drop and, unless --lake is given, the lake")
+    parser.add_argument(
+        "--workdir", default="demo", help="folder for the drop and, unless --lake is given, the lake"
+    )
     parser.add_argument("--n", type=int, default=200, help="manifest lines in the sample drop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -52,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         ctx.progress("running DAG facelake_ingest with Airflow (SQLite metadata DB under .cache/airflow)")
         done = run_dag("facelake_ingest", {"drop": str(drop), "lake": config.lake})
-        summaries = [ln for ln in done.stdout.splitlines() + done.stderr.splitlines()
-                     if " run " in ln and " done in " in ln]
+        summaries = [
+            ln
+            for ln in done.stdout.splitlines() + done.stderr.splitlines()
+            if " run " in ln and " done in " in ln
+        ]
         if done.returncode != 0:
             print((done.stdout + done.stderr)[-4000:], file=sys.stderr)
             print("facelake demo: the Airflow DAG run failed (output above)", file=sys.stderr)
@@ -70,19 +75,32 @@ def run(args: argparse.Namespace) -> int:
     images = read_table(spark, config.lake, "images")
     canonical = images.where("canonical_id = image_id").count()
     uk = images.where("array_contains(jurisdiction_tags, 'uk')").count()
-    print(f"\nimages: {canonical} canonical, {images.count() - canonical} near-duplicate aliases, {uk} tagged uk")
-    statuses = read_table(spark, config.lake, "face_status").groupBy("status").count().orderBy("status").collect()
-    print(f"face status (pack {config.model_pack}): " + ", ".join(f"{r['status']} {r['count']}" for r in statuses))
+    print(
+        f"\nimages: {canonical} canonical, {images.count() - canonical} near-duplicate aliases, {uk} tagged uk"
+    )
+    statuses = (
+        read_table(spark, config.lake, "face_status").groupBy("status").count().orderBy("status").collect()
+    )
+    print(
+        f"face status (pack {config.model_pack}): "
+        + ", ".join(f"{r['status']} {r['count']}" for r in statuses)
+    )
     print("quarantine reasons:")
-    for row in read_table(spark, config.lake, "quarantine").groupBy("reason").count().orderBy("reason").collect():
+    for row in (
+        read_table(spark, config.lake, "quarantine").groupBy("reason").count().orderBy("reason").collect()
+    ):
         print(f"  {row['reason']:18s} {row['count']}")
     print("\nlatest versions of images (which run made them, from what):")
     for row in Lake(spark, config.lake).history("images", limit=3).collect():
-        print(f"  v{row['version']:<3d} {row['operation']:12s} +{row['rows_inserted']} ~{row['rows_updated']} "
-              f"job={row['job'] or '-'} run={(row['run_id'] or '-')[:12]} dag_run={row['dag_run_id'] or '-'} inputs={row['inputs']}")
+        print(
+            f"  v{row['version']:<3d} {row['operation']:12s} +{row['rows_inserted']} ~{row['rows_updated']} "
+            f"job={row['job'] or '-'} run={(row['run_id'] or '-')[:12]} dag_run={row['dag_run_id'] or '-'} inputs={row['inputs']}"
+        )
     print(f"\n{ctx.summary()}")
     print("Rerun it: the drop id is the same and nothing new is inserted (idempotent MERGE).")
-    print(f'Explore: facelake sql "SELECT reason, count(*) FROM quarantine GROUP BY reason" --lake {config.lake}')
+    print(
+        f'Explore: facelake sql "SELECT reason, count(*) FROM quarantine GROUP BY reason" --lake {config.lake}'
+    )
     return 0
 
 

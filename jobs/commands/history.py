@@ -10,8 +10,18 @@ from jobs.commands.sql import format_table, jsonable
 from jobs.core.config import add_config_arguments, command_main, config_from_args
 from jobs.core.runs import configure_logging
 
-COLUMNS = ["version", "timestamp", "operation", "rows_inserted", "rows_updated", "rows_deleted", "job", "run_id",
-           "dag_run_id", "inputs"]
+COLUMNS = [
+    "version",
+    "timestamp",
+    "operation",
+    "rows_inserted",
+    "rows_updated",
+    "rows_deleted",
+    "job",
+    "run_id",
+    "dag_run_id",
+    "inputs",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

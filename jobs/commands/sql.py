@@ -138,14 +138,26 @@ def _named_tables(exc: BaseException) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("query", help='Spark SQL; every facelake table is a view, e.g. "SELECT count(*) FROM faces"')
+    parser.add_argument(
+        "query", help='Spark SQL; every facelake table is a view, e.g. "SELECT count(*) FROM faces"'
+    )
     when = parser.add_mutually_exclusive_group()
-    when.add_argument("--version", action="append", metavar="N|TABLE=N",
-                      help="read every table as of version N, or one table as of N (repeatable)")
-    when.add_argument("--timestamp", help="read every table as it was at this time (e.g. '2026-11-26 12:00:00')")
+    when.add_argument(
+        "--version",
+        action="append",
+        metavar="N|TABLE=N",
+        help="read every table as of version N, or one table as of N (repeatable)",
+    )
+    when.add_argument(
+        "--timestamp", help="read every table as it was at this time (e.g. '2026-11-26 12:00:00')"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    parser.add_argument("--limit", type=int, default=None,
-                        help=f"at most this many rows (default {DEFAULT_LIMIT} for the table, all for --json)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"at most this many rows (default {DEFAULT_LIMIT} for the table, all for --json)",
+    )
     add_config_arguments(parser)
 
 
@@ -154,8 +166,14 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(config.log_level if args.log_level else "WARNING")
     limit = args.limit if args.limit is not None else (None if args.json else DEFAULT_LIMIT)
-    run_sql(config, args.query, version=parse_versions(args.version), timestamp=args.timestamp,
-            as_json=args.json, limit=limit)
+    run_sql(
+        config,
+        args.query,
+        version=parse_versions(args.version),
+        timestamp=args.timestamp,
+        as_json=args.json,
+        limit=limit,
+    )
     return 0
 
 

@@ -54,13 +54,19 @@ def read_local(root: str, relative: str, max_bytes: int) -> DropFile:
         for folder in folders:
             try:
                 fds.append(
-                    os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1])
+                    os.open(
+                        folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1]
+                    )
                 )
             except NotADirectoryError:
                 # O_NOFOLLOW|O_DIRECTORY says ENOTDIR both for a link and for a plain file: ask lstat.
                 if stat.S_ISLNK(os.lstat(folder, dir_fd=fds[-1]).st_mode):
-                    return DropFile(None, 0, QuarantineReason.SYMLINK,
-                                    "a folder of image_path is a symbolic link; links are not followed")
+                    return DropFile(
+                        None,
+                        0,
+                        QuarantineReason.SYMLINK,
+                        "a folder of image_path is a symbolic link; links are not followed",
+                    )
                 return DropFile(None, 0, QuarantineReason.MISSING_FILE, "no file at image_path")
         # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
         fds.append(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fds[-1]))
@@ -104,19 +110,28 @@ def _oversized(read: Any, size: int, max_bytes: int) -> DropFile:
 
 def _bounded(content: bytes, max_bytes: int) -> DropFile:
     if len(content) > max_bytes:
-        return DropFile(None, len(content), QuarantineReason.TOO_MANY_BYTES, f"more than {max_bytes} bytes",
-                        hashlib.sha256(content).hexdigest())
+        return DropFile(
+            None,
+            len(content),
+            QuarantineReason.TOO_MANY_BYTES,
+            f"more than {max_bytes} bytes",
+            hashlib.sha256(content).hexdigest(),
+        )
     return DropFile(content, len(content))
 
 
 def _os_error(exc: OSError) -> DropFile:
     if exc.errno == errno.ELOOP:
-        return DropFile(None, 0, QuarantineReason.SYMLINK, "image_path is a symbolic link; links are not followed")
+        return DropFile(
+            None, 0, QuarantineReason.SYMLINK, "image_path is a symbolic link; links are not followed"
+        )
     if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
         return DropFile(None, 0, QuarantineReason.MISSING_FILE, "no file at image_path")
     if exc.errno == errno.EISDIR:
         return DropFile(None, 0, QuarantineReason.NOT_A_FILE, "image_path is a directory")
-    return DropFile(None, 0, QuarantineReason.MISSING_FILE, f"unreadable: {errno.errorcode.get(exc.errno, 'error')}")
+    return DropFile(
+        None, 0, QuarantineReason.MISSING_FILE, f"unreadable: {errno.errorcode.get(exc.errno, 'error')}"
+    )
 
 
 def object_store_options(spark_conf: dict[str, str]) -> dict[str, str]:
@@ -131,7 +146,9 @@ def object_store_options(spark_conf: dict[str, str]) -> dict[str, str]:
     return {target: spark_conf[key] for key, target in mapping.items() if spark_conf.get(key)}
 
 
-def read_object_store(drop: str, relative: str, max_bytes: int, options: dict[str, str] | None = None) -> DropFile:
+def read_object_store(
+    drop: str, relative: str, max_bytes: int, options: dict[str, str] | None = None
+) -> DropFile:
     """Read ``drop/relative`` from an object store (``s3a://``, ``s3://``, ``gs://``…) through pyarrow.
 
     Object stores have no symbolic links or special files; the size is checked before reading.
@@ -165,7 +182,9 @@ def _filesystem(uri: str, options: dict[str, str]) -> tuple[Any, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
-def read_drop_file(drop: str, relative: str, max_bytes: int, options: dict[str, str] | None = None) -> DropFile:
+def read_drop_file(
+    drop: str, relative: str, max_bytes: int, options: dict[str, str] | None = None
+) -> DropFile:
     """Read one normalised relative path of a drop, locally (``read_local``) or from an object store."""
     root = local_root(drop)
     if root is not None:

@@ -25,8 +25,13 @@ def split_web_url(url: str | None) -> tuple[str, str] | None:
     """
     if not isinstance(url, str):
         return None
-    text = _STRIPPED.sub("", url.strip("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
-                                       "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f "))
+    text = _STRIPPED.sub(
+        "",
+        url.strip(
+            "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f"
+            "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f "
+        ),
+    )
     scheme, sep, rest = text.partition(":")
     if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         return None

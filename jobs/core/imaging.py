@@ -93,7 +93,9 @@ def decode_image(data: bytes | None, max_bytes: int, max_pixels: int) -> Decoded
     if size == 0:
         return Decoded(digest, 0, reason=QuarantineReason.EMPTY_FILE, detail="zero bytes")
     if size > max_bytes:
-        return Decoded(digest, size, reason=QuarantineReason.TOO_MANY_BYTES, detail=f"{size} bytes > limit {max_bytes}")
+        return Decoded(
+            digest, size, reason=QuarantineReason.TOO_MANY_BYTES, detail=f"{size} bytes > limit {max_bytes}"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own bomb warning; we apply our own limit
@@ -101,12 +103,20 @@ def decode_image(data: bytes | None, max_bytes: int, max_pixels: int) -> Decoded
             fmt = image.format or "?"
             width, height = image.size
             if fmt not in SUPPORTED_FORMATS:
-                return Decoded(digest, size, reason=QuarantineReason.NOT_AN_IMAGE, detail=f"unsupported format {fmt}")
+                return Decoded(
+                    digest, size, reason=QuarantineReason.NOT_AN_IMAGE, detail=f"unsupported format {fmt}"
+                )
             # Checked from the header before decoding a single pixel: a bomb is cheap on disk.
             if width * height > max_pixels:
-                return Decoded(digest, size, width=width, height=height, format=fmt,
-                               reason=QuarantineReason.TOO_MANY_PIXELS,
-                               detail=f"{width}x{height} > limit {max_pixels} pixels")
+                return Decoded(
+                    digest,
+                    size,
+                    width=width,
+                    height=height,
+                    format=fmt,
+                    reason=QuarantineReason.TOO_MANY_PIXELS,
+                    detail=f"{width}x{height} > limit {max_pixels} pixels",
+                )
             image = _upright_first_frame(image)
     except UnidentifiedImageError:
         return Decoded(digest, size, reason=QuarantineReason.NOT_AN_IMAGE, detail="not a known image format")

@@ -140,19 +140,29 @@ def parse_line(line: str | bytes, line_no: int) -> ManifestRecord | Rejection:
     if isinstance(line, bytes):
         if len(line) > MAX_LINE_BYTES:
             raw = line[:RAW_LINE_LIMIT].decode("utf-8", errors="backslashreplace")
-            return Rejection(line_no, QuarantineReason.LINE_TOO_LONG, f"{len(line)} bytes > {MAX_LINE_BYTES}", raw)
+            return Rejection(
+                line_no, QuarantineReason.LINE_TOO_LONG, f"{len(line)} bytes > {MAX_LINE_BYTES}", raw
+            )
         try:
             line = decode_line(line, line_no)
         except UnicodeDecodeError as exc:
             raw = line[:RAW_LINE_LIMIT].decode("utf-8", errors="backslashreplace")
-            return Rejection(line_no, QuarantineReason.INVALID_ENCODING, f"not UTF-8 at byte {exc.start}", raw)
+            return Rejection(
+                line_no, QuarantineReason.INVALID_ENCODING, f"not UTF-8 at byte {exc.start}", raw
+            )
     if len(line) > MAX_LINE_BYTES:
-        return Rejection(line_no, QuarantineReason.LINE_TOO_LONG, f"{len(line)} characters", line[:RAW_LINE_LIMIT])
+        return Rejection(
+            line_no, QuarantineReason.LINE_TOO_LONG, f"{len(line)} characters", line[:RAW_LINE_LIMIT]
+        )
     try:
         return _parse_text(line, line_no)
     except Exception as exc:  # noqa: BLE001 — one crafted line must never fail the batch
-        return Rejection(line_no, QuarantineReason.MALFORMED_JSON, f"unparsable: {type(exc).__name__}",
-                         _printable(line[:RAW_LINE_LIMIT]))
+        return Rejection(
+            line_no,
+            QuarantineReason.MALFORMED_JSON,
+            f"unparsable: {type(exc).__name__}",
+            _printable(line[:RAW_LINE_LIMIT]),
+        )
 
 
 def _printable(text: str) -> str:
@@ -168,7 +178,10 @@ def _parse_text(line: str, line_no: int) -> ManifestRecord | Rejection:
         image_path = obj.get("image_path") if isinstance(obj.get("image_path"), str) else None
         source_url = obj.get("source_url") if isinstance(obj.get("source_url"), str) else None
         return Rejection(
-            line_no, reason, detail, raw,
+            line_no,
+            reason,
+            detail,
+            raw,
             None if image_path is None else _printable(image_path)[:RAW_LINE_LIMIT],
             None if source_url is None else _printable(source_url)[:RAW_LINE_LIMIT],
         )
@@ -205,17 +218,23 @@ def _parse_text(line: str, line_no: int) -> ManifestRecord | Rejection:
         return reject(QuarantineReason.PATH_ESCAPE, "image_path is absolute or leaves the drop folder", obj)
     source_host = host_of(obj["source_url"])
     if source_host is None:
-        return reject(QuarantineReason.INVALID_FIELD, "source_url is not an http(s) URL with a valid host", obj)
+        return reject(
+            QuarantineReason.INVALID_FIELD, "source_url is not an http(s) URL with a valid host", obj
+        )
     page_url = obj.get("page_url") or None
     page_host = None
     if page_url is not None:
         page_host = host_of(page_url)
         if page_host is None:
-            return reject(QuarantineReason.INVALID_FIELD, "page_url is not an http(s) URL with a valid host", obj)
+            return reject(
+                QuarantineReason.INVALID_FIELD, "page_url is not an http(s) URL with a valid host", obj
+            )
     crawled_at = parse_timestamp(obj["crawled_at"])
     if crawled_at is None:
         return reject(
-            QuarantineReason.INVALID_FIELD, "crawled_at is not ISO-8601 with a time zone between 1990 and 2200", obj
+            QuarantineReason.INVALID_FIELD,
+            "crawled_at is not ISO-8601 with a time zone between 1990 and 2200",
+            obj,
         )
 
     country = obj.get("country") or None

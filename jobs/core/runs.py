@@ -73,4 +73,6 @@ class RunContext:
     def summary(self) -> str:
         """Short end-of-run summary: counts and wall time (ids and counts only, never content)."""
         parts = [f"{k}={v}" for k, v in self.counts.items()]
-        return f"{self.job} run {self.run_id[:12]} done in {self.elapsed():.1f}s: " + (", ".join(parts) or "nothing to do")
+        return f"{self.job} run {self.run_id[:12]} done in {self.elapsed():.1f}s: " + (
+            ", ".join(parts) or "nothing to do"
+        )

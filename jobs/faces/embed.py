@@ -95,19 +95,43 @@ def results_frame(results: list[ImageResult], worker: str, loads: int) -> pd.Dat
     """ImageResults -> the rows of RESULT_SCHEMA (one status row per image, one row per face)."""
     rows: list[dict[str, Any]] = []
     for r in results:
-        rows.append({"kind": "status", "image_id": r.image_id, "status": r.status.value,
-                     "reason": r.reason.value if r.reason else None, "detail": r.detail,
-                     "face_count": len(r.faces) if r.status is FaceStatus.OK else 0,
-                     "face_index": None, "bbox": None, "landmarks": None, "det_score": None, "embedding": None,
-                     "worker": worker, "worker_loads": loads})
+        rows.append(
+            {
+                "kind": "status",
+                "image_id": r.image_id,
+                "status": r.status.value,
+                "reason": r.reason.value if r.reason else None,
+                "detail": r.detail,
+                "face_count": len(r.faces) if r.status is FaceStatus.OK else 0,
+                "face_index": None,
+                "bbox": None,
+                "landmarks": None,
+                "det_score": None,
+                "embedding": None,
+                "worker": worker,
+                "worker_loads": loads,
+            }
+        )
         if r.status is not FaceStatus.OK:
             continue
         for i, f in enumerate(r.faces):
-            rows.append({"kind": "face", "image_id": r.image_id, "status": None, "reason": None, "detail": None,
-                         "face_count": None, "face_index": i, "bbox": f.bbox.astype(np.float32).tolist(),
-                         "landmarks": f.landmarks.astype(np.float32).reshape(-1).tolist(),
-                         "det_score": float(min(max(f.det_score, 0.0), 1.0)),
-                         "embedding": f.embedding.astype(np.float32), "worker": worker, "worker_loads": loads})
+            rows.append(
+                {
+                    "kind": "face",
+                    "image_id": r.image_id,
+                    "status": None,
+                    "reason": None,
+                    "detail": None,
+                    "face_count": None,
+                    "face_index": i,
+                    "bbox": f.bbox.astype(np.float32).tolist(),
+                    "landmarks": f.landmarks.astype(np.float32).reshape(-1).tolist(),
+                    "det_score": float(min(max(f.det_score, 0.0), 1.0)),
+                    "embedding": f.embedding.astype(np.float32),
+                    "worker": worker,
+                    "worker_loads": loads,
+                }
+            )
     frame = pd.DataFrame(rows, columns=RESULT_SCHEMA.fieldNames())
     for col in ("face_count", "face_index", "worker_loads"):
         frame[col] = frame[col].astype("Int32")
@@ -153,8 +177,14 @@ def executor_slots(spark: SparkSession) -> tuple[int, int]:
     return cores, max(1, cores // task_cpus)
 
 
-def pending_images(spark: SparkSession, lake: str, pack_id: str, *, images_version: int | None = None,
-                   retry_failed: bool = False) -> DataFrame:
+def pending_images(
+    spark: SparkSession,
+    lake: str,
+    pack_id: str,
+    *,
+    images_version: int | None = None,
+    retry_failed: bool = False,
+) -> DataFrame:
     """Canonical images (image_id, content, jurisdiction_tags) without a face_status row for ``pack_id``."""
     images = read_table(spark, lake, "images", version=images_version)
     done = read_table(spark, lake, "face_status").where(F.col("pack_id") == pack_id)
@@ -170,14 +200,20 @@ def pending_images(spark: SparkSession, lake: str, pack_id: str, *, images_versi
 def _still_publishable(spark: SparkSession, lake: str, rows: DataFrame) -> DataFrame:
     """Rows whose image still exists now and is not suppressed (an erasure may have run meanwhile)."""
     current = read_table(spark, lake, "images").select("image_id")
-    suppressed = read_table(spark, lake, "suppression").where("kind = 'sha256'").select(F.col("value").alias("image_id"))
+    suppressed = (
+        read_table(spark, lake, "suppression")
+        .where("kind = 'sha256'")
+        .select(F.col("value").alias("image_id"))
+    )
     return rows.join(current, "image_id", "left_semi").join(suppressed, "image_id", "left_anti")
 
 
 def merge_status(spark: SparkSession, lake: str, rows: DataFrame, run: RunContext) -> int:
     """MERGE face_status rows: insert new keys; replace a row whose status, reason or face count changed
     (a retried failure). Makes no commit when nothing changes. Returns rows inserted + updated."""
-    return upsert_rows(spark, lake, "face_status", rows, ("status", "reason", "face_count"), run, replace_row=True)
+    return upsert_rows(
+        spark, lake, "face_status", rows, ("status", "reason", "face_count"), run, replace_row=True
+    )
 
 
 def refresh_tags(spark: SparkSession, lake: str, run: RunContext) -> dict[str, int]:
@@ -189,16 +225,20 @@ def refresh_tags(spark: SparkSession, lake: str, run: RunContext) -> dict[str, i
     tags = read_table(spark, lake, "images").select("image_id", F.col("jurisdiction_tags").alias("_new_tags"))
     names = ("faces", "face_status")
     stale = {
-        name: read_table(spark, lake, name).join(tags, "image_id")
+        name: read_table(spark, lake, name)
+        .join(tags, "image_id")
         .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("_new_tags")))
-        .withColumn("jurisdiction_tags", F.col("_new_tags")).drop("_new_tags")
+        .withColumn("jurisdiction_tags", F.col("_new_tags"))
+        .drop("_new_tags")
         for name in names
     }
     # The usual case, nothing stale, costs one Spark job for both tables; otherwise each is upserted.
     if stale["faces"].select("image_id").unionByName(stale["face_status"].select("image_id")).isEmpty():
         return dict.fromkeys(names, 0)
-    return {name: upsert_rows(spark, lake, name, stale[name], update_columns=("jurisdiction_tags",), run=run)
-            for name in names}
+    return {
+        name: upsert_rows(spark, lake, name, stale[name], update_columns=("jurisdiction_tags",), run=run)
+        for name in names
+    }
 
 
 class IncompletePackError(ValueError):
@@ -281,13 +321,23 @@ def embed(
     images_version = latest_version(spark, config.lake, "images")
     run.inputs["images_version"] = images_version
 
-    pending = pending_images(spark, config.lake, pack.pack_id, images_version=images_version,
-                             retry_failed=options.retry_failed)
-    pending = pending.join(read_table(spark, config.lake, "suppression").where("kind = 'sha256'")
-                           .select(F.col("value").alias("image_id")), "image_id", "left_anti")
+    pending = pending_images(
+        spark, config.lake, pack.pack_id, images_version=images_version, retry_failed=options.retry_failed
+    )
+    pending = pending.join(
+        read_table(spark, config.lake, "suppression")
+        .where("kind = 'sha256'")
+        .select(F.col("value").alias("image_id")),
+        "image_id",
+        "left_anti",
+    )
     n_pending = pending.count()
     run.count("images_pending", n_pending)
-    report: dict[str, Any] = {"pack_id": pack.pack_id, "pack_sha256": pack.pack_sha256, "images_version": images_version}
+    report: dict[str, Any] = {
+        "pack_id": pack.pack_id,
+        "pack_sha256": pack.pack_sha256,
+        "images_version": images_version,
+    }
 
     if n_pending:
         # Enough tasks to use every slot, then onnxruntime threads so that threads x tasks <= cores.
@@ -300,7 +350,12 @@ def embed(
         cores, slots = executor_slots(spark)
         threads = options.threads or compute_threads(cores, min(slots, partitions))
         settings = RuntimeSettings(tuple(config.onnx_providers), threads, det_size, options.det_thresh)
-        run.progress("embedding %d image(s) in %d task(s), %d onnxruntime thread(s) each", n_pending, partitions, threads)
+        run.progress(
+            "embedding %d image(s) in %d task(s), %d onnxruntime thread(s) each",
+            n_pending,
+            partitions,
+            threads,
+        )
         fn = embed_partition_fn(pack, settings, options.rec_batch, config.max_image_pixels)
         previous = spark.conf.get(ARROW_BATCH_CONF, None)
         spark.conf.set(ARROW_BATCH_CONF, str(options.images_per_batch))
@@ -315,9 +370,16 @@ def embed(
                 spark.conf.unset(ARROW_BATCH_CONF)
             else:
                 spark.conf.set(ARROW_BATCH_CONF, previous)
-        tags = read_table(spark, config.lake, "images", version=images_version).select("image_id", "jurisdiction_tags")
+        tags = read_table(spark, config.lake, "images", version=images_version).select(
+            "image_id", "jurisdiction_tags"
+        )
         report.update(_publish(spark, config, run, pack, settings, tags, results, gate))
-        stats = results.where("kind = 'status'").groupBy("worker").agg(F.max("worker_loads").alias("loads")).collect()
+        stats = (
+            results.where("kind = 'status'")
+            .groupBy("worker")
+            .agg(F.max("worker_loads").alias("loads"))
+            .collect()
+        )
         report["workers"] = len(stats)
         report["max_pack_loads_per_worker"] = max((r["loads"] for r in stats), default=0)
         report["threads"] = threads
@@ -326,9 +388,16 @@ def embed(
         retagged = refresh_tags(spark, config.lake, run)
         report.update({f"{k}_retagged": v for k, v in retagged.items()})
     if options.drop_other_packs:
-        report.update({f"{k}_dropped": v for k, v in drop_other_packs(spark, config.lake, pack.pack_id, run).items()})
+        report.update(
+            {f"{k}_dropped": v for k, v in drop_other_packs(spark, config.lake, pack.pack_id, run).items()}
+        )
     for key, value in report.items():
-        if isinstance(value, int) and key not in ("images_version", "threads", "workers", "max_pack_loads_per_worker"):
+        if isinstance(value, int) and key not in (
+            "images_version",
+            "threads",
+            "workers",
+            "max_pack_loads_per_worker",
+        ):
             run.count(key, value)
     report["images_pending"] = n_pending
     return report
@@ -346,29 +415,60 @@ def _publish(
 ) -> dict[str, int]:
     """Write faces, then face_status (so a crash in between only repeats work, never loses faces)."""
     now = F.lit(datetime.now(UTC)).cast("timestamp")
-    faces = results.where("kind = 'face'").join(tags, "image_id").select(
-        F.sha2(F.concat_ws("\x1f", "image_id", F.lit(pack.pack_id), F.col("face_index").cast("string")), 256)
-        .alias("face_id"),
-        "image_id", "face_index", "bbox", "landmarks", "det_score", "embedding",
-        F.size("embedding").alias("embedding_dim"),
-        F.lit(pack.pack_id).alias("pack_id"), F.lit(pack.pack_sha256).alias("pack_sha256"),
-        "jurisdiction_tags", now.alias("embedded_at"), F.lit(run.run_id).alias("run_id"),
+    faces = (
+        results.where("kind = 'face'")
+        .join(tags, "image_id")
+        .select(
+            F.sha2(
+                F.concat_ws("\x1f", "image_id", F.lit(pack.pack_id), F.col("face_index").cast("string")), 256
+            ).alias("face_id"),
+            "image_id",
+            "face_index",
+            "bbox",
+            "landmarks",
+            "det_score",
+            "embedding",
+            F.size("embedding").alias("embedding_dim"),
+            F.lit(pack.pack_id).alias("pack_id"),
+            F.lit(pack.pack_sha256).alias("pack_sha256"),
+            "jurisdiction_tags",
+            now.alias("embedded_at"),
+            F.lit(run.run_id).alias("run_id"),
+        )
     )
-    model_files = F.array(*[
-        F.struct(F.lit(f.role).alias("role"), F.lit(f.file).alias("file"), F.lit(f.sha256).alias("sha256"))
-        for f in pack.files
-    ])
-    status = results.where("kind = 'status'").join(tags, "image_id").select(
-        "image_id", F.lit(pack.pack_id).alias("pack_id"), "status", "reason", "detail", "face_count",
-        F.lit(pack.pack_sha256).alias("pack_sha256"), model_files.alias("model_files"),
-        F.lit(f"{settings.det_size[0]}x{settings.det_size[1]}").alias("det_size"),
-        F.lit(settings.det_thresh).cast("float").alias("det_thresh"),
-        "jurisdiction_tags", now.alias("processed_at"), F.lit(run.run_id).alias("run_id"),
+    model_files = F.array(
+        *[
+            F.struct(
+                F.lit(f.role).alias("role"), F.lit(f.file).alias("file"), F.lit(f.sha256).alias("sha256")
+            )
+            for f in pack.files
+        ]
+    )
+    status = (
+        results.where("kind = 'status'")
+        .join(tags, "image_id")
+        .select(
+            "image_id",
+            F.lit(pack.pack_id).alias("pack_id"),
+            "status",
+            "reason",
+            "detail",
+            "face_count",
+            F.lit(pack.pack_sha256).alias("pack_sha256"),
+            model_files.alias("model_files"),
+            F.lit(f"{settings.det_size[0]}x{settings.det_size[1]}").alias("det_size"),
+            F.lit(settings.det_thresh).cast("float").alias("det_thresh"),
+            "jurisdiction_tags",
+            now.alias("processed_at"),
+            F.lit(run.run_id).alias("run_id"),
+        )
     )
     # Materialised once, so the counts, every expectation and the MERGEs' pre-checks scan these rows
     # instead of re-planning and re-running the joins over four Delta tables for each action.
     faces = _still_publishable(spark, config.lake, faces).localCheckpoint(eager=True, storageLevel=SPILLABLE)
-    status = _still_publishable(spark, config.lake, status).localCheckpoint(eager=True, storageLevel=SPILLABLE)
+    status = _still_publishable(spark, config.lake, status).localCheckpoint(
+        eager=True, storageLevel=SPILLABLE
+    )
     try:
         counts = {r["status"]: r["count"] for r in status.groupBy("status").count().collect()}
         out = {f"images_{s.value}": int(counts.get(s.value, 0)) for s in FaceStatus}
@@ -379,16 +479,21 @@ def _publish(
             gate("faces", faces)
             gate("face_status", status)
         # What is written is what was validated, checked again against erasures that committed meanwhile.
-        out["faces_inserted"] = merge_new_rows(spark, config.lake, "faces",
-                                               _still_publishable(spark, config.lake, faces), run)
+        out["faces_inserted"] = merge_new_rows(
+            spark, config.lake, "faces", _still_publishable(spark, config.lake, faces), run
+        )
         run.progress("faces: %d row(s) written", out["faces_inserted"])
-        out["face_status_written"] = merge_status(spark, config.lake,
-                                                  _still_publishable(spark, config.lake, status), run)
+        out["face_status_written"] = merge_status(
+            spark, config.lake, _still_publishable(spark, config.lake, status), run
+        )
     finally:
         faces.unpersist()
         status.unpersist()
-    run.progress("face_status: %d row(s) written (%s)", out["face_status_written"],
-                 ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")
+    run.progress(
+        "face_status: %d row(s) written (%s)",
+        out["face_status_written"],
+        ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none",
+    )
     return out
 
 
@@ -396,23 +501,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``facelake embed`` flags."""
     parser.add_argument("--model-pack", help="pack name (buffalo_l, generated-test-pack…) or folder")
     parser.add_argument("--models-dir", help="folder holding pack folders (default $FACELAKE_MODELS_DIR)")
-    parser.add_argument("--onnx-providers", help="comma-separated onnxruntime providers, e.g. CUDAExecutionProvider,"
-                        "CPUExecutionProvider, or auto")
-    parser.add_argument("--det-size", type=int, default=640, help="detector input size in pixels, square (default 640)")
-    parser.add_argument("--det-thresh", type=float, default=0.5, help="detection score threshold (default 0.5)")
-    parser.add_argument("--rec-batch", type=int, default=32, help="aligned faces per recognizer call (default 32)")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads per task (default cores // concurrent tasks)")
-    parser.add_argument("--retry-failed", action="store_true", help="process again the images whose status is failed")
-    parser.add_argument("--drop-other-packs", action="store_true",
-                        help="after publishing, delete other packs' faces and face_status rows (only if this pack is complete)")
+    parser.add_argument(
+        "--onnx-providers",
+        help="comma-separated onnxruntime providers, e.g. CUDAExecutionProvider,"
+        "CPUExecutionProvider, or auto",
+    )
+    parser.add_argument(
+        "--det-size", type=int, default=640, help="detector input size in pixels, square (default 640)"
+    )
+    parser.add_argument(
+        "--det-thresh", type=float, default=0.5, help="detection score threshold (default 0.5)"
+    )
+    parser.add_argument(
+        "--rec-batch", type=int, default=32, help="aligned faces per recognizer call (default 32)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="onnxruntime threads per task (default cores // concurrent tasks)"
+    )
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="process again the images whose status is failed"
+    )
+    parser.add_argument(
+        "--drop-other-packs",
+        action="store_true",
+        help="after publishing, delete other packs' faces and face_status rows (only if this pack is complete)",
+    )
     parser.add_argument("--max-image-pixels", type=int, help="images above width x height are marked failed")
     add_config_arguments(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> EmbedOptions:
     return EmbedOptions(
-        det_size=(args.det_size, args.det_size), det_thresh=args.det_thresh, rec_batch=args.rec_batch,
-        threads=args.threads, retry_failed=args.retry_failed, drop_other_packs=args.drop_other_packs,
+        det_size=(args.det_size, args.det_size),
+        det_thresh=args.det_thresh,
+        rec_batch=args.rec_batch,
+        threads=args.threads,
+        retry_failed=args.retry_failed,
+        drop_other_packs=args.drop_other_packs,
     )
 
 

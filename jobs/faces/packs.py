@@ -276,7 +276,6 @@ def resolve_pack(
     )
 
 
-
 # ------------------------------------------------------------------------------------------------
 # CLI: `facelake models` — show (and fetch or build) a pack
 # ------------------------------------------------------------------------------------------------
@@ -288,10 +287,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model-pack", help="pack name (buffalo_l, generated-test-pack…) or folder")
     parser.add_argument("--models-dir", help="folder holding pack folders (default $FACELAKE_MODELS_DIR)")
-    parser.add_argument("--no-download", action="store_true", help="never ask insightface to download the pack")
+    parser.add_argument(
+        "--no-download", action="store_true", help="never ask insightface to download the pack"
+    )
     parser.add_argument("--build-test-pack", metavar="DIR", help="write the generated test pack into DIR")
-    parser.add_argument("--detector-from", metavar="ONNX",
-                        help="with --build-test-pack: a real detector to use instead of the generated one")
+    parser.add_argument(
+        "--detector-from",
+        metavar="ONNX",
+        help="with --build-test-pack: a real detector to use instead of the generated one",
+    )
     parser.add_argument(
         "--recognizer-batch",
         type=int,
@@ -331,8 +335,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m jobs.faces.packs [--model-pack NAME | --build-test-pack DIR]``."""
-    parser = argparse.ArgumentParser(prog="facelake models", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="facelake models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -64,7 +64,9 @@ def compute_threads(cores: int, concurrent_tasks: int) -> int:
     return max(1, int(cores) // max(1, int(concurrent_tasks)))
 
 
-def select_providers(requested: tuple[str, ...] | list[str], available: list[str] | None = None) -> tuple[str, ...]:
+def select_providers(
+    requested: tuple[str, ...] | list[str], available: list[str] | None = None
+) -> tuple[str, ...]:
     """Requested execution providers that this onnxruntime has, CPU always last as the fallback.
 
     ``("auto",)`` picks insightface's default (CUDA or CoreML when present, then CPU).
@@ -80,7 +82,9 @@ def select_providers(requested: tuple[str, ...] | list[str], available: list[str
     chosen = [p for p in dict.fromkeys(wanted) if p in available]
     dropped = [p for p in wanted if p not in available]
     if dropped:
-        log.warning("execution providers %s are not available here (have %s); using the rest", dropped, available)
+        log.warning(
+            "execution providers %s are not available here (have %s); using the rest", dropped, available
+        )
     if "CPUExecutionProvider" in available and "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return tuple(chosen)
@@ -120,7 +124,9 @@ def load_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
             )
         actual = file_sha256(path)
         if actual != f.sha256:
-            raise ModelPackError(f"model file {path} changed: sha256 {actual[:12]}… != {f.sha256[:12]}… of {pack.pack_id}")
+            raise ModelPackError(
+                f"model file {path} changed: sha256 {actual[:12]}… != {f.sha256[:12]}… of {pack.pack_id}"
+            )
     onnxruntime.set_default_logger_severity(3)
     providers = select_providers(settings.providers)
     options = session_options(settings.threads)
@@ -129,7 +135,9 @@ def load_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
     if not isinstance(detector, SCRFD):
         raise ModelPackError(f"{pack.detector.file} was routed to {type(detector).__name__}, not SCRFD")
     if not isinstance(recognizer, ArcFaceONNX):
-        raise ModelPackError(f"{pack.recognizer.file} was routed to {type(recognizer).__name__}, not ArcFaceONNX")
+        raise ModelPackError(
+            f"{pack.recognizer.file} was routed to {type(recognizer).__name__}, not ArcFaceONNX"
+        )
     ctx_id = 0 if providers and providers[0] != "CPUExecutionProvider" else -1
     # A detector exported with a fixed input shape runs at that size only: never ask it for another.
     # (insightface's SCRFD keeps its fixed size too; saying so here makes det_size what really ran.)
@@ -170,8 +178,13 @@ def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
             loaded = load_pack(pack, settings)
             _CACHE[key] = loaded
             _LOADS[pack.pack_sha256] = _LOADS.get(pack.pack_sha256, 0) + 1
-            log.info("loaded model pack %s in process %d (%s, %d thread(s))", pack.pack_id, os.getpid(),
-                     ",".join(loaded.providers), settings.threads)
+            log.info(
+                "loaded model pack %s in process %d (%s, %d thread(s))",
+                pack.pack_id,
+                os.getpid(),
+                ",".join(loaded.providers),
+                settings.threads,
+            )
         return loaded
 
 
@@ -199,7 +212,8 @@ def tune_allocator() -> bool:
             libc = ctypes.CDLL("libc.so.6")
             m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
             _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
-                libc.mallopt(m_trim_threshold, 128 << 20))
+                libc.mallopt(m_trim_threshold, 128 << 20)
+            )
         except (OSError, AttributeError):  # not glibc
             _ALLOCATOR_TUNED = False
     return _ALLOCATOR_TUNED
@@ -294,7 +308,9 @@ def _features(loaded: LoadedPack, crops: list[np.ndarray], rec_batch: int) -> tu
     return features, len(parts)
 
 
-def _embed_group(loaded: LoadedPack, group: list[tuple[ImageResult, list[np.ndarray]]], rec_batch: int) -> int:
+def _embed_group(
+    loaded: LoadedPack, group: list[tuple[ImageResult, list[np.ndarray]]], rec_batch: int
+) -> int:
     """Embed the crops of several images together; returns the number of recognizer calls.
 
     If a shared call fails, each image is retried alone, so only the culprit is marked failed.

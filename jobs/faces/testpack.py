@@ -72,7 +72,10 @@ def generated_detector_model(input_size: tuple[int, int] | None = None):  # -> o
     kps = (ARCFACE_TEMPLATE - 56.0) / 56.0 * DET_BOX_HALF  # template inside the box, in strides
     inits += [
         _init("box_const", np.full((1, 4 * NUM_ANCHORS, 1, 1), DET_BOX_HALF, np.float32)),
-        _init("kps_const", np.tile(kps.reshape(-1), NUM_ANCHORS).astype(np.float32).reshape(1, 10 * NUM_ANCHORS, 1, 1)),
+        _init(
+            "kps_const",
+            np.tile(kps.reshape(-1), NUM_ANCHORS).astype(np.float32).reshape(1, 10 * NUM_ANCHORS, 1, 1),
+        ),
         _init("box_zero", np.zeros((1, 4 * NUM_ANCHORS, 1, 1), np.float32)),
         _init("kps_zero", np.zeros((1, 10 * NUM_ANCHORS, 1, 1), np.float32)),
         _init("shape_1", np.array([-1, 1], np.int64)),
@@ -93,8 +96,15 @@ def generated_detector_model(input_size: tuple[int, int] | None = None):  # -> o
         n("Relu", ["neg_margin"], ["darkness"], name="det_darkness"),
         n("Mul", ["darkness", "dark_penalty"], ["dark_term"], name="det_dark_term"),
         # Only local maxima of the contrast map fire.
-        n("MaxPool", ["contrast"], ["contrast_max"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
-          name="det_peak_pool"),
+        n(
+            "MaxPool",
+            ["contrast"],
+            ["contrast_max"],
+            kernel_shape=[3, 3],
+            strides=[1, 1],
+            pads=[1, 1, 1, 1],
+            name="det_peak_pool",
+        ),
         n("Equal", ["contrast", "contrast_max"], ["is_peak_b"], name="det_is_peak"),
         n("Cast", ["is_peak_b"], ["is_peak"], to=TensorProto.FLOAT, name="det_peak_f"),
         n("Sub", ["one", "is_peak"], ["not_peak"], name="det_not_peak"),
@@ -117,7 +127,9 @@ def generated_detector_model(input_size: tuple[int, int] | None = None):  # -> o
         """NCHW map -> (H*W*anchors, width), anchors innermost: SCRFD's permute(0,2,3,1).reshape(-1, width)."""
         nchw = f"{kind}{stride}_nchw"
         nodes.append(n("Add", [src, const], [nchw], name=f"det_{kind}{stride}_fill"))
-        nodes.append(n("Transpose", [nchw], [f"{kind}{stride}_nhwc"], perm=[0, 2, 3, 1], name=f"det_{kind}{stride}_t"))
+        nodes.append(
+            n("Transpose", [nchw], [f"{kind}{stride}_nhwc"], perm=[0, 2, 3, 1], name=f"det_{kind}{stride}_t")
+        )
         name = f"{kind}_{stride}"
         shape = {1: "shape_1", 4: "shape_4", 10: "shape_10"}[width]
         nodes.append(n("Reshape", [f"{kind}{stride}_nhwc", shape], [name], name=f"det_{kind}{stride}_r"))
@@ -165,14 +177,24 @@ def generated_recognizer_model(batch: int | None = None):  # -> onnx.ModelProto
 
     n = helper.make_node
     features = 3 * 16 * 16
-    rng = np.random.RandomState(GENERATED_SEED)  # legacy generator: its stream is frozen across numpy versions
+    rng = np.random.RandomState(
+        GENERATED_SEED
+    )  # legacy generator: its stream is frozen across numpy versions
     projection = (rng.standard_normal((features, EMBEDDING_DIM)) / np.sqrt(features)).astype(np.float32)
     inits = [_init("projection", projection)]
     nodes = [
         n("AveragePool", ["input.1"], ["pooled"], kernel_shape=[7, 7], strides=[7, 7], name="rec_pool"),
         # High-pass (minus a 5x5 local mean): the layout every face crop shares weighs less than its detail.
-        n("AveragePool", ["pooled"], ["local_mean"], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2],
-          count_include_pad=0, name="rec_local_mean"),
+        n(
+            "AveragePool",
+            ["pooled"],
+            ["local_mean"],
+            kernel_shape=[5, 5],
+            strides=[1, 1],
+            pads=[2, 2, 2, 2],
+            count_include_pad=0,
+            name="rec_local_mean",
+        ),
         n("Sub", ["pooled", "local_mean"], ["detail"], name="rec_highpass"),
         n("Flatten", ["detail"], ["flat"], axis=1, name="rec_flatten"),
         n("ReduceMean", ["flat"], ["flat_mean"], axes=[1], keepdims=1, name="rec_mean"),
@@ -250,4 +272,3 @@ def build_generated_pack(
                 fh.write(data)
             os.replace(tmp, path)
     return folder
-

@@ -157,13 +157,17 @@ def assign_canonicals(members: Iterable[Member], edges: Iterable[tuple[str, str]
             if m.existing_canonical:
                 out[m.image_id] = m.image_id
             elif len(published) > 1:
-                out[m.image_id] = _nearest_published(m.image_id, adjacency, {p.image_id for p in published}, published)
+                out[m.image_id] = _nearest_published(
+                    m.image_id, adjacency, {p.image_id for p in published}, published
+                )
             else:
                 out[m.image_id] = best.image_id
     return out
 
 
-def _nearest_published(start: str, adjacency: dict[str, set[str]], published: set[str], ranked: Sequence[Member]) -> str:
+def _nearest_published(
+    start: str, adjacency: dict[str, set[str]], published: set[str], ranked: Sequence[Member]
+) -> str:
     """Breadth-first: the published canonicals closest in hops; ties go to the best ranked."""
     seen, frontier = {start}, [start]
     while frontier:

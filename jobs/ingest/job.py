@@ -107,12 +107,41 @@ class IngestReport:
 def _parsed_row(line: bytes, line_no: int) -> tuple[Any, ...]:
     parsed = parse_line(line, line_no)
     if isinstance(parsed, ManifestRecord):
-        return (line_no, True, parsed.image_path, parsed.source_url, parsed.source_host, parsed.page_url,
-                parsed.page_host, parsed.crawled_at, parsed.country, parsed.tags, parsed.platform, parsed.extra,
-                None, None, None)
+        return (
+            line_no,
+            True,
+            parsed.image_path,
+            parsed.source_url,
+            parsed.source_host,
+            parsed.page_url,
+            parsed.page_host,
+            parsed.crawled_at,
+            parsed.country,
+            parsed.tags,
+            parsed.platform,
+            parsed.extra,
+            None,
+            None,
+            None,
+        )
     assert isinstance(parsed, Rejection)
-    return (line_no, False, parsed.image_path, parsed.source_url, None, None, None, None, None, None, None, None,
-            parsed.reason.value, parsed.detail, parsed.raw_line)
+    return (
+        line_no,
+        False,
+        parsed.image_path,
+        parsed.source_url,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        parsed.reason.value,
+        parsed.detail,
+        parsed.raw_line,
+    )
 
 
 def manifest_uri(drop: str) -> str:
@@ -141,14 +170,18 @@ def parse_manifest(spark: SparkSession, drop: str) -> DataFrame:
     undecoded), so invalid UTF-8 is quarantined instead of silently replaced by U+FFFD.
     """
     text = spark.read.option("lineSep", "\n").text(manifest_uri(drop))
-    lines = text.select(F.col("value").cast("binary").alias("line")).rdd.map(lambda r: bytes(r[0])).zipWithIndex()
+    lines = (
+        text.select(F.col("value").cast("binary").alias("line")).rdd.map(lambda r: bytes(r[0])).zipWithIndex()
+    )
     rows = lines.filter(lambda li: li[0].strip() not in (b"", UTF8_BOM)).map(
         lambda li: _parsed_row(li[0], li[1] + 1)
     )
     return spark.createDataFrame(rows, _PARSED)
 
 
-def read_and_decode(spark: SparkSession, drop: str, paths: DataFrame, max_bytes: int, max_pixels: int) -> DataFrame:
+def read_and_decode(
+    spark: SparkSession, drop: str, paths: DataFrame, max_bytes: int, max_pixels: int
+) -> DataFrame:
     """(image_path, sha256, byte_size, phash, width, height, format, reason, detail, content) per path.
 
     Each executor reads its paths itself (``jobs.core.dropfiles``: no link followed, nothing outside the
@@ -163,12 +196,36 @@ def read_and_decode(spark: SparkSession, drop: str, paths: DataFrame, max_bytes:
             for image_path in batch["image_path"]:
                 file = read_drop_file(drop, image_path, max_bytes, options)
                 if file.content is None:
-                    rows.append((image_path, file.sha256, file.size, None, None, None, None,
-                                 file.reason.value if file.reason else None, file.detail, None))
+                    rows.append(
+                        (
+                            image_path,
+                            file.sha256,
+                            file.size,
+                            None,
+                            None,
+                            None,
+                            None,
+                            file.reason.value if file.reason else None,
+                            file.detail,
+                            None,
+                        )
+                    )
                     continue
                 d = decode_image(file.content, max_bytes, max_pixels)
-                rows.append((image_path, d.sha256, d.byte_size, d.phash, d.width, d.height, d.format,
-                             d.reason.value if d.reason else None, d.detail, file.content if d.ok else None))
+                rows.append(
+                    (
+                        image_path,
+                        d.sha256,
+                        d.byte_size,
+                        d.phash,
+                        d.width,
+                        d.height,
+                        d.format,
+                        d.reason.value if d.reason else None,
+                        d.detail,
+                        file.content if d.ok else None,
+                    )
+                )
                 held += len(file.content) if d.ok else 0
                 if held >= DECODE_CHUNK_BYTES:
                     yield pd.DataFrame(rows, columns=_DECODED.fieldNames())
@@ -198,7 +255,14 @@ def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column
     return df.select(
         row_id_col(F.lit(drop_id), "line_no", "reason").alias("quarantine_id"),
         F.lit(drop_id).alias("drop_id"),
-        "line_no", "reason", "detail", "image_path", "source_url", "file_sha256", "byte_size", "raw_line",
+        "line_no",
+        "reason",
+        "detail",
+        "image_path",
+        "source_url",
+        "file_sha256",
+        "byte_size",
+        "raw_line",
         now.alias("quarantined_at"),
         F.lit(run.run_id).alias("run_id"),
     )
@@ -212,7 +276,11 @@ def union_cluster_tags(sources: DataFrame, membership: DataFrame) -> DataFrame:
     return (
         sources.join(membership, "image_id")
         .groupBy("canonical_id")
-        .agg(F.array_sort(F.array_distinct(F.flatten(F.collect_list("jurisdiction_tags")))).alias("jurisdiction_tags"))
+        .agg(
+            F.array_sort(F.array_distinct(F.flatten(F.collect_list("jurisdiction_tags")))).alias(
+                "jurisdiction_tags"
+            )
+        )
     )
 
 
@@ -281,11 +349,19 @@ def _ingest(
     # 2. Files: read and decode each distinct path once, on the executors.
     run.progress("decoding images")
     paths = lines.select("image_path").distinct()
-    decoded = persist(read_and_decode(spark, config.drop, paths, config.max_image_bytes, config.max_image_pixels))
+    decoded = persist(
+        read_and_decode(spark, config.drop, paths, config.max_image_bytes, config.max_image_pixels)
+    )
     located = lines.drop("reason", "detail", "raw_line").join(decoded, "image_path")
     bad_files = located.where(F.col("reason").isNotNull()).select(
-        "line_no", "reason", "detail", "image_path", "source_url",
-        F.col("sha256").alias("file_sha256"), "byte_size", F.lit(None).cast("string").alias("raw_line"),
+        "line_no",
+        "reason",
+        "detail",
+        "image_path",
+        "source_url",
+        F.col("sha256").alias("file_sha256"),
+        "byte_size",
+        F.lit(None).cast("string").alias("raw_line"),
     )
     good = located.where(F.col("reason").isNull()).withColumnRenamed("sha256", "image_id")
 
@@ -294,7 +370,9 @@ def _ingest(
         good = good.join(suppressed.sha256s.withColumnRenamed("value", "image_id"), "image_id", "left_anti")
         hits = near_duplicate_pairs(
             good.select("image_id", phash_long_col(F.col("phash")).alias("phash_long")).distinct(),
-            suppressed.phashes.select(F.col("value").alias("image_id"), phash_long_col(F.col("value")).alias("phash_long")),
+            suppressed.phashes.select(
+                F.col("value").alias("image_id"), phash_long_col(F.col("value")).alias("phash_long")
+            ),
             config.phash_threshold,
         )
         good = good.join(hits.select(F.col("a_id").alias("image_id")).distinct(), "image_id", "left_anti")
@@ -303,12 +381,25 @@ def _ingest(
     # 4. Provenance: one source row per line whose image decoded.
     tag = tags_udf(policy)
     sources = good.select(
-        row_id_col("image_id", "source_url", "page_url", F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"))
-        .alias("source_id"),
-        "image_id", "source_url", "source_host", "page_url", "page_host", "crawled_at", "country", "tags", "platform", "extra",
-        F.lit(drop_id).alias("drop_id"), "line_no",
+        row_id_col(
+            "image_id", "source_url", "page_url", F.date_format("crawled_at", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
+        ).alias("source_id"),
+        "image_id",
+        "source_url",
+        "source_host",
+        "page_url",
+        "page_host",
+        "crawled_at",
+        "country",
+        "tags",
+        "platform",
+        "extra",
+        F.lit(drop_id).alias("drop_id"),
+        "line_no",
         tag("source_url", "page_url", "country", "tags").alias("jurisdiction_tags"),
-        F.lit(policy.version).alias("policy_version"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+        F.lit(policy.version).alias("policy_version"),
+        now.alias("ingested_at"),
+        F.lit(run.run_id).alias("run_id"),
     ).dropDuplicates(["source_id"])
 
     # 5. New images (content not in the table yet) and their near duplicates.
@@ -319,9 +410,13 @@ def _ingest(
     new_images = persist(
         good.groupBy("image_id")
         .agg(
-            F.first("phash").alias("phash"), F.first("width").alias("width"), F.first("height").alias("height"),
-            F.first("format").alias("format"), F.first("byte_size").alias("byte_size"),
-            F.first("content").alias("content"), F.min("crawled_at").alias("first_crawled_at"),
+            F.first("phash").alias("phash"),
+            F.first("width").alias("width"),
+            F.first("height").alias("height"),
+            F.first("format").alias("format"),
+            F.first("byte_size").alias("byte_size"),
+            F.first("content").alias("content"),
+            F.min("crawled_at").alias("first_crawled_at"),
         )
         .join(existing.select("image_id"), "image_id", "left_anti")
     )
@@ -333,13 +428,26 @@ def _ingest(
     all_sources = stored_sources.select("image_id", "jurisdiction_tags").unionByName(
         sources.select("image_id", "jurisdiction_tags")
     )
-    membership = existing.select("image_id", "canonical_id").unionByName(canonical_of.select("image_id", "canonical_id"))
+    membership = existing.select("image_id", "canonical_id").unionByName(
+        canonical_of.select("image_id", "canonical_id")
+    )
     cluster_tags = union_cluster_tags(all_sources, membership)
     image_rows = new_images.join(cluster_tags, "canonical_id", "left").select(
-        "image_id", "phash", "canonical_id", "near_dup_distance", "width", "height", "format", "byte_size", "content",
+        "image_id",
+        "phash",
+        "canonical_id",
+        "near_dup_distance",
+        "width",
+        "height",
+        "format",
+        "byte_size",
+        "content",
         F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("jurisdiction_tags"),
-        F.lit(policy.version).alias("policy_version"), "first_crawled_at",
-        F.lit(drop_id).alias("first_drop_id"), now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+        F.lit(policy.version).alias("policy_version"),
+        "first_crawled_at",
+        F.lit(drop_id).alias("first_drop_id"),
+        now.alias("ingested_at"),
+        F.lit(run.run_id).alias("run_id"),
     )
     # Existing images whose cluster gained a tag through this drop's sources.
     retagged = (
@@ -353,9 +461,15 @@ def _ingest(
 
     # 7. Counts (before writing, so a failed write still reports what it saw).
     report.counts["manifest_lines"] = parsed.count()
-    reasons = Counter({r["reason"]: r["count"] for r in
-                       bad_lines.unionByName(bad_files.withColumn("ok", F.lit(False)), allowMissingColumns=True)
-                       .groupBy("reason").count().collect()})
+    reasons = Counter(
+        {
+            r["reason"]: r["count"]
+            for r in bad_lines.unionByName(bad_files.withColumn("ok", F.lit(False)), allowMissingColumns=True)
+            .groupBy("reason")
+            .count()
+            .collect()
+        }
+    )
     report.quarantine = dict(sorted(reasons.items()))
     report.counts["quarantined"] = sum(reasons.values())
     report.counts["ingestible_lines"] = good.count()
@@ -368,10 +482,22 @@ def _ingest(
     # Valid lines whose content was not suppressed: ingested ones and those quarantined for their file.
     kept_lines = good.select("line_no").unionByName(bad_files.select("line_no")).distinct()
     manifest_rows = lines.join(kept_lines, "line_no", "left_semi").select(
-        F.lit(drop_id).alias("drop_id"), "line_no", "image_path", "source_url", "page_url", "crawled_at", "country",
-        "tags", "platform", "extra", now.alias("ingested_at"), F.lit(run.run_id).alias("run_id"),
+        F.lit(drop_id).alias("drop_id"),
+        "line_no",
+        "image_path",
+        "source_url",
+        "page_url",
+        "crawled_at",
+        "country",
+        "tags",
+        "platform",
+        "extra",
+        now.alias("ingested_at"),
+        F.lit(run.run_id).alias("run_id"),
     )
-    quarantine = _quarantine_rows(bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now)
+    quarantine = _quarantine_rows(
+        bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now
+    )
     # Only what is new (or, for images, re-tagged) is validated and published.
     publish = {
         "image_sources": persist(only_new(spark, config.lake, "image_sources", sources)),
@@ -394,20 +520,39 @@ def _ingest(
         if fail_after == name:
             raise InjectedFailure(f"stopped on purpose after writing {name}")
 
-    step("image_sources", merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run,
-                                       already_new=True))
-    step("images", upsert_rows(spark, config.lake, "images", publish["images"],
-                               update_columns=("jurisdiction_tags", "policy_version"), run=run))
-    step("crawl_manifest", merge_new_rows(spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run,
-                                       already_new=True))
-    step("quarantine", merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run,
-                                       already_new=True))
+    step(
+        "image_sources",
+        merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run, already_new=True),
+    )
+    step(
+        "images",
+        upsert_rows(
+            spark,
+            config.lake,
+            "images",
+            publish["images"],
+            update_columns=("jurisdiction_tags", "policy_version"),
+            run=run,
+        ),
+    )
+    step(
+        "crawl_manifest",
+        merge_new_rows(
+            spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run, already_new=True
+        ),
+    )
+    step(
+        "quarantine",
+        merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run, already_new=True),
+    )
 
     log.debug("images table %s", images_uri)
     return report
 
 
-def _assign_canonicals(spark: SparkSession, new_images: DataFrame, existing: DataFrame, threshold: int) -> DataFrame:
+def _assign_canonicals(
+    spark: SparkSession, new_images: DataFrame, existing: DataFrame, threshold: int
+) -> DataFrame:
     """(image_id, canonical_id, near_dup_distance) for every new image.
 
     Pairs come from the exact banding join of the new images against new + existing; the (small)
@@ -418,9 +563,7 @@ def _assign_canonicals(spark: SparkSession, new_images: DataFrame, existing: Dat
     pairs = near_duplicate_pairs(new_h, new_h.unionByName(old_h), threshold).collect()
     new_rows = new_images.select("image_id", "phash", "width", "height", "first_crawled_at").collect()
     touched = {p["b_id"] for p in pairs} - {r["image_id"] for r in new_rows}
-    old_rows = (
-        existing.where(F.col("image_id").isin(list(touched))).collect() if touched else []
-    )
+    old_rows = existing.where(F.col("image_id").isin(list(touched))).collect() if touched else []
     alias_to_canonical = {r["image_id"]: r["canonical_id"] for r in old_rows}
     # Canonicals of touched aliases take part too, as published canonicals.
     missing = set(alias_to_canonical.values()) - {r["image_id"] for r in old_rows}
@@ -428,13 +571,21 @@ def _assign_canonicals(spark: SparkSession, new_images: DataFrame, existing: Dat
         old_rows += existing.where(F.col("image_id").isin(list(missing))).collect()
     phash_of = {r["image_id"]: r["phash"] for r in new_rows + old_rows}
     members = [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"]) for r in new_rows]
-    members += [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"], existing_canonical=True)
-                for r in old_rows if r["canonical_id"] == r["image_id"]]
+    members += [
+        Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"], existing_canonical=True)
+        for r in old_rows
+        if r["canonical_id"] == r["image_id"]
+    ]
     edges = [(p["a_id"], alias_to_canonical.get(p["b_id"], p["b_id"])) for p in pairs]
     canonical = assign_canonicals(members, edges)
     rows = [
-        (r["image_id"], canonical[r["image_id"]],
-         None if canonical[r["image_id"]] == r["image_id"] else hamming(r["phash"], phash_of[canonical[r["image_id"]]]))
+        (
+            r["image_id"],
+            canonical[r["image_id"]],
+            None
+            if canonical[r["image_id"]] == r["image_id"]
+            else hamming(r["phash"], phash_of[canonical[r["image_id"]]]),
+        )
         for r in new_rows
     ]
     return spark.createDataFrame(rows, "image_id string, canonical_id string, near_dup_distance int")
@@ -457,7 +608,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phash-threshold", type=int, help="max pHash Hamming distance of a near duplicate")
     parser.add_argument("--max-image-bytes", type=int, help="files above this size are quarantined")
     parser.add_argument("--max-image-pixels", type=int, help="images above width x height are quarantined")
-    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default: the packaged jobs/resources/policies/jurisdiction.toml)")
+    parser.add_argument(
+        "--policy-file",
+        help="jurisdiction policy TOML (default: the packaged jobs/resources/policies/jurisdiction.toml)",
+    )
     add_config_arguments(parser)
 
 
@@ -479,4 +633,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -69,13 +69,17 @@ def retag(
     image_tags = (
         images.select("image_id", "canonical_id")
         .join(cluster, "canonical_id", "left")
-        .select("image_id", F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("_new_tags"))
+        .select(
+            "image_id", F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("_new_tags")
+        )
         .persist()
     )
     try:
         run.progress("policy %s: re-tagging %d source(s)", policy.version, source_tags.count())
         publish = {
-            "image_sources": _changed(sources.join(source_tags.drop("image_id"), "source_id"), policy.version),
+            "image_sources": _changed(
+                sources.join(source_tags.drop("image_id"), "source_id"), policy.version
+            ),
             "images": _changed(images.join(image_tags, "image_id"), policy.version),
             # Against every image's tags, not only the changed ones: this also repairs rows left stale
             # by an ingest that widened a cluster after embedding, or by a retag that crashed midway.
@@ -133,8 +137,12 @@ def _check(
     first_dim, first_faces = faces_by_dim[0] if faces_by_dim else (None, publish["faces"])
     dim = {} if first_dim is None else {"embedding_dim": first_dim}
     publish_gate(spark, config, run, **dim).check_all(
-        [("image_sources", publish["image_sources"]), ("images", publish["images"]),
-         ("faces", first_faces), ("face_status", publish["face_status"])]
+        [
+            ("image_sources", publish["image_sources"]),
+            ("images", publish["images"]),
+            ("faces", first_faces),
+            ("face_status", publish["face_status"]),
+        ]
     )
     # Packs of another dimension need their own parameter, hence their own gate (rare: while packs
     # are switched). dq_results keeps one result per run and suite, so it records the first only.
@@ -153,7 +161,8 @@ def _faces_by_pack_dim(stale: DataFrame, faces_table: DataFrame) -> list[tuple[i
         return []
     counts = (
         faces_table.where(F.col("pack_id").isin(packs))
-        .groupBy("pack_id", "embedding_dim").count()
+        .groupBy("pack_id", "embedding_dim")
+        .count()
         .orderBy("pack_id", F.desc("count"), "embedding_dim")
         .collect()
     )
@@ -167,7 +176,10 @@ def _faces_by_pack_dim(stale: DataFrame, faces_table: DataFrame) -> list[tuple[i
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy-file", help="jurisdiction policy TOML (default: the packaged jobs/resources/policies/jurisdiction.toml)")
+    parser.add_argument(
+        "--policy-file",
+        help="jurisdiction policy TOML (default: the packaged jobs/resources/policies/jurisdiction.toml)",
+    )
     add_config_arguments(parser)
 
 

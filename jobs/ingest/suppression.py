@@ -43,15 +43,18 @@ def host_suffixes(host: Column) -> Column:
     """Every whole-label suffix of a normalised host: ``a.b.co.uk`` -> [a.b.co.uk, b.co.uk, co.uk, uk]."""
     labels = F.split(host, r"\.")
     return F.transform(
-        F.sequence(F.lit(1), F.size(labels)), lambda i: F.array_join(F.slice(labels, i, F.size(labels) - i + 1), ".")
+        F.sequence(F.lit(1), F.size(labels)),
+        lambda i: F.array_join(F.slice(labels, i, F.size(labels) - i + 1), "."),
     )
 
 
 def without_suppressed_hosts(lines: DataFrame, hosts: DataFrame, columns: tuple[str, ...]) -> DataFrame:
     """``lines`` minus those whose host in any of ``columns`` is a suppressed host or under one."""
     suffixes = lines.select(
-        "line_no", F.explode(F.flatten(F.array(*[F.coalesce(host_suffixes(F.col(c)), F.array()) for c in columns])))
-        .alias("host_suffix")
+        "line_no",
+        F.explode(
+            F.flatten(F.array(*[F.coalesce(host_suffixes(F.col(c)), F.array()) for c in columns]))
+        ).alias("host_suffix"),
     )
     hit = suffixes.join(hosts, "host_suffix", "left_semi").select("line_no").distinct()
     return lines.join(hit, "line_no", "left_anti")

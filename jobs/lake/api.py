@@ -30,7 +30,9 @@ class LakeError(ValueError):
 class PurgedVersionError(LakeError):
     """A table version whose data files are gone (purged by an erasure, or vacuumed)."""
 
-    def __init__(self, message: str, table: str, version: int, erasure_id: str | None, first_readable: int | None):
+    def __init__(
+        self, message: str, table: str, version: int, erasure_id: str | None, first_readable: int | None
+    ):
         super().__init__(message)
         self.table = table
         self.version = version
@@ -63,8 +65,9 @@ class Lake:
         self.root = root.rstrip("/")
 
     @classmethod
-    def open(cls, root: str | None = None, spark: SparkSession | None = None,
-             config: FacelakeConfig | None = None) -> Lake:
+    def open(
+        cls, root: str | None = None, spark: SparkSession | None = None, config: FacelakeConfig | None = None
+    ) -> Lake:
         """Open the lake at ``root`` (default: the configured lake), starting local Spark if needed."""
         if config is None:
             config = load_config(overrides={"lake": root})
@@ -99,7 +102,9 @@ class Lake:
         try:
             return DeltaTable.forPath(self.spark, uri)
         except AnalysisException:
-            raise LakeError(f"table {name!r} does not exist in lake {self.root} (run `facelake init`)") from None
+            raise LakeError(
+                f"table {name!r} does not exist in lake {self.root} (run `facelake init`)"
+            ) from None
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -125,7 +130,9 @@ class Lake:
             )
         return int(row[0])
 
-    def table(self, name: str, version: int | None = None, timestamp: datetime | str | None = None) -> DataFrame:
+    def table(
+        self, name: str, version: int | None = None, timestamp: datetime | str | None = None
+    ) -> DataFrame:
         """Table ``name`` at its latest version, at ``version``, or as it was at ``timestamp``.
 
         Time travel is checked before it is attempted: a version whose files an erasure purged
@@ -164,7 +171,9 @@ class Lake:
         """
         latest = self.latest_version(name)
         if version > latest or version < 0:
-            raise LakeError(f"table {name!r} has no version {version}: its versions are {self._version_range(name)}")
+            raise LakeError(
+                f"table {name!r} has no version {version}: its versions are {self._version_range(name)}"
+            )
         if version == latest:
             return []
         return self._missing(name, version, self._files(name, None))
@@ -183,10 +192,13 @@ class Lake:
         if name == "erasure_audit" or not self.exists("erasure_audit"):
             return []
         rows = (
-            self.spark.read.format("delta").load(self.uri("erasure_audit"))
+            self.spark.read.format("delta")
+            .load(self.uri("erasure_audit"))
             .where((F.col("mode") == "execute") & (F.col("status") == "completed"))
             .select(
-                "erasure_id", "ticket_ref", "finished_at",
+                "erasure_id",
+                "ticket_ref",
+                "finished_at",
                 F.element_at("table_versions", F.lit(name)).alias("table_version"),
                 F.element_at("first_readable_versions", F.lit(name)).alias("first_readable"),
             )
@@ -194,8 +206,13 @@ class Lake:
             .collect()
         )
         records = [
-            ErasureRecord(r["erasure_id"], r["ticket_ref"], r["finished_at"], int(r["table_version"]),
-                          int(r["first_readable"] if r["first_readable"] is not None else r["table_version"]))
+            ErasureRecord(
+                r["erasure_id"],
+                r["ticket_ref"],
+                r["finished_at"],
+                int(r["table_version"]),
+                int(r["first_readable"] if r["first_readable"] is not None else r["table_version"]),
+            )
             for r in rows
         ]
         return sorted(records, key=lambda e: e.table_version)
@@ -214,14 +231,20 @@ class Lake:
             raise PurgedVersionError(
                 f"version {version} of table {name!r} is no longer readable: erasure {erasure.erasure_id}{ticket} "
                 f"purged its data files; the first readable version is {first}",
-                name, version, erasure.erasure_id, first,
+                name,
+                version,
+                erasure.erasure_id,
+                first,
             )
         first = self.first_readable_version(name, after=version)
         raise PurgedVersionError(
             f"version {version} of table {name!r} is no longer readable: {len(missing)} of its data files were "
             f"removed (VACUUM beyond the retention window; no erasure recorded it); the first readable version "
             f"is {first}",
-            name, version, None, first,
+            name,
+            version,
+            None,
+            first,
         )
 
     def first_readable_version(self, name: str, after: int = -1) -> int:
@@ -244,19 +267,26 @@ class Lake:
         metric = lambda key: F.element_at("operationMetrics", F.lit(key)).cast("long")  # noqa: E731
         meta = F.col("userMetadata")
         return (
-            self._delta(name).history(limit)
+            self._delta(name)
+            .history(limit)
             .select(
                 "version",
                 "timestamp",
                 "operation",
                 F.coalesce(
                     metric("numTargetRowsInserted"),
-                    F.when(F.col("operation").isin("WRITE", "CREATE TABLE AS SELECT", "STREAMING UPDATE"),
-                           metric("numOutputRows")),
+                    F.when(
+                        F.col("operation").isin("WRITE", "CREATE TABLE AS SELECT", "STREAMING UPDATE"),
+                        metric("numOutputRows"),
+                    ),
                     F.lit(0),
                 ).alias("rows_inserted"),
-                F.coalesce(metric("numTargetRowsUpdated"), metric("numUpdatedRows"), F.lit(0)).alias("rows_updated"),
-                F.coalesce(metric("numTargetRowsDeleted"), metric("numDeletedRows"), F.lit(0)).alias("rows_deleted"),
+                F.coalesce(metric("numTargetRowsUpdated"), metric("numUpdatedRows"), F.lit(0)).alias(
+                    "rows_updated"
+                ),
+                F.coalesce(metric("numTargetRowsDeleted"), metric("numDeletedRows"), F.lit(0)).alias(
+                    "rows_deleted"
+                ),
                 F.get_json_object(meta, "$.job").alias("job"),
                 F.get_json_object(meta, "$.run_id").alias("run_id"),
                 F.get_json_object(meta, "$.dag_run_id").alias("dag_run_id"),
@@ -277,7 +307,9 @@ class Lake:
         properties = self._delta(name).detail().select("properties").first()[0] or {}
         return str(properties.get("delta.enableChangeDataFeed", "false")).lower() == "true"
 
-    def diff(self, name: str, from_version: int, to_version: int | None = None, method: str = "auto") -> DataFrame:
+    def diff(
+        self, name: str, from_version: int, to_version: int | None = None, method: str = "auto"
+    ) -> DataFrame:
         """The net change of table ``name`` between two versions, one row per changed key.
 
         Rows carry the table's columns plus ``_change_type``: ``insert`` (absent at
@@ -300,7 +332,11 @@ class Lake:
         elif method == "cdf":
             self.check_readable(name, to_version)
             if from_version == to_version:
-                return self.table(name, version=to_version).limit(0).withColumn(CHANGE_TYPE, F.lit(None).cast("string"))
+                return (
+                    self.table(name, version=to_version)
+                    .limit(0)
+                    .withColumn(CHANGE_TYPE, F.lit(None).cast("string"))
+                )
             changes = (
                 self.spark.read.format("delta")
                 .option("readChangeFeed", "true")
@@ -316,17 +352,20 @@ class Lake:
             # it is what its last change left. A delete and insert in one commit (RESTORE, file
             # rewrites) cancel out below when the row is the same.
             before = changes.where(
-                (F.col("_commit_version") == F.col("_first")) & F.col(CHANGE_TYPE).isin("delete", "update_preimage")
+                (F.col("_commit_version") == F.col("_first"))
+                & F.col(CHANGE_TYPE).isin("delete", "update_preimage")
             ).select(*columns)
             after = changes.where(
-                (F.col("_commit_version") == F.col("_last")) & F.col(CHANGE_TYPE).isin("insert", "update_postimage")
+                (F.col("_commit_version") == F.col("_last"))
+                & F.col(CHANGE_TYPE).isin("insert", "update_postimage")
             ).select(*columns)
         else:
             raise LakeError(f"unknown diff method {method!r}: use auto, cdf or key")
         return _net_changes(before, after, key, columns)
 
-    def diff_counts(self, name: str, from_version: int, to_version: int | None = None,
-                    method: str = "auto") -> dict[str, int]:
+    def diff_counts(
+        self, name: str, from_version: int, to_version: int | None = None, method: str = "auto"
+    ) -> dict[str, int]:
         """How many keys were inserted, updated and deleted between two versions."""
         counts = {"insert": 0, "update": 0, "delete": 0}
         rows = self.diff(name, from_version, to_version, method).groupBy(CHANGE_TYPE).count().collect()
@@ -367,8 +406,12 @@ class Lake:
 
     # -- SQL ----------------------------------------------------------------------------------
 
-    def register_views(self, version: int | dict[str, int] | None = None,
-                       timestamp: datetime | str | None = None, names: list[str] | None = None) -> dict[str, int]:
+    def register_views(
+        self,
+        version: int | dict[str, int] | None = None,
+        timestamp: datetime | str | None = None,
+        names: list[str] | None = None,
+    ) -> dict[str, int]:
         """Register each existing table as a temporary view of the same name; returns name -> version.
 
         ``version`` is one version for every table or a per-table dict (others stay latest);
@@ -391,8 +434,9 @@ class Lake:
             self.spark.catalog.dropTempView(name)
         return registered
 
-    def sql(self, query: str, version: int | dict[str, int] | None = None,
-            timestamp: datetime | str | None = None) -> DataFrame:
+    def sql(
+        self, query: str, version: int | dict[str, int] | None = None, timestamp: datetime | str | None = None
+    ) -> DataFrame:
         """Run Spark SQL with every facelake table registered as a view (at a version if given)."""
         self.register_views(version, timestamp)
         return self.spark.sql(query)
@@ -408,18 +452,27 @@ def _net_changes(before: DataFrame, after: DataFrame, key: list[str], columns: l
     change = F.explode(
         F.filter(
             F.array(
-                F.when(F.col("_af").isNull(), F.struct(F.lit("delete").alias("t"), F.col("_before").alias("row"))),
-                F.when(F.col("_bf").isNull(), F.struct(F.lit("insert").alias("t"), F.col("_after").alias("row"))),
-                F.when(F.col("_bf").isNotNull() & F.col("_af").isNotNull(),
-                       F.struct(F.lit("update_preimage").alias("t"), F.col("_before").alias("row"))),
-                F.when(F.col("_bf").isNotNull() & F.col("_af").isNotNull(),
-                       F.struct(F.lit("update_postimage").alias("t"), F.col("_after").alias("row"))),
+                F.when(
+                    F.col("_af").isNull(), F.struct(F.lit("delete").alias("t"), F.col("_before").alias("row"))
+                ),
+                F.when(
+                    F.col("_bf").isNull(), F.struct(F.lit("insert").alias("t"), F.col("_after").alias("row"))
+                ),
+                F.when(
+                    F.col("_bf").isNotNull() & F.col("_af").isNotNull(),
+                    F.struct(F.lit("update_preimage").alias("t"), F.col("_before").alias("row")),
+                ),
+                F.when(
+                    F.col("_bf").isNotNull() & F.col("_af").isNotNull(),
+                    F.struct(F.lit("update_postimage").alias("t"), F.col("_after").alias("row")),
+                ),
             ),
             lambda x: x.isNotNull(),
         )
     ).alias("_c")
-    return joined.select(change).select(*[F.col(f"_c.row.{c}").alias(c) for c in columns],
-                                        F.col("_c.t").alias(CHANGE_TYPE))
+    return joined.select(change).select(
+        *[F.col(f"_c.row.{c}").alias(c) for c in columns], F.col("_c.t").alias(CHANGE_TYPE)
+    )
 
 
 def first_line(exc: BaseException) -> str:

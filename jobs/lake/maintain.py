@@ -19,7 +19,9 @@ from jobs.lake.tables import commit_metadata
 
 OPTIMIZE_MODES = ("zorder", "compact", "none")
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
-_INTERVAL = re.compile(r"^\s*interval\s+(\d+(?:\.\d+)?)\s+(hour|hours|day|days|week|weeks)\s*$", re.IGNORECASE)
+_INTERVAL = re.compile(
+    r"^\s*interval\s+(\d+(?:\.\d+)?)\s+(hour|hours|day|days|week|weeks)\s*$", re.IGNORECASE
+)
 _HOURS_PER = {"hour": 1, "day": 24, "week": 24 * 7}
 
 
@@ -53,7 +55,9 @@ def optimize_plan(mode: str, zorder_by: tuple[str, ...], num_files: int) -> str 
 
 def _delta_log(spark: SparkSession, uri: str):  # -> (org.apache.spark.sql.delta.DeltaLog, Snapshot)
     """Delta's own log object and its latest snapshot (JVM; no public Python API reaches file stats)."""
-    pair = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(spark._jsparkSession, uri)
+    pair = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
+        spark._jsparkSession, uri
+    )
     return pair._1(), pair._2()
 
 
@@ -61,10 +65,14 @@ def stats_columns_in_use(spark: SparkSession, uri: str) -> set[str]:
     """Top-level columns that any live file of the table carries statistics for in the log."""
     _, snapshot = _delta_log(spark, uri)
     files = DataFrame(snapshot.allFiles().toDF(), spark).where(F.col("stats").isNotNull())
-    keys = F.concat(*[
-        F.coalesce(F.json_object_keys(F.get_json_object("stats", f"$.{part}")), F.array().cast("array<string>"))
-        for part in ("minValues", "maxValues", "nullCount")
-    ])
+    keys = F.concat(
+        *[
+            F.coalesce(
+                F.json_object_keys(F.get_json_object("stats", f"$.{part}")), F.array().cast("array<string>")
+            )
+            for part in ("minValues", "maxValues", "nullCount")
+        ]
+    )
     return {row[0] for row in files.select(F.explode(keys)).distinct().collect()}
 
 
@@ -79,8 +87,13 @@ def recompute_stats(spark: SparkSession, uri: str) -> None:
     jvm = spark.sparkContext._jvm
     delta_log, _ = _delta_log(spark, uri)
     stats = getattr(jvm.org.apache.spark.sql.delta.stats, "StatisticsCollection$").__getattr__("MODULE$")
-    stats.recompute(spark._jsparkSession, delta_log, jvm.scala.Option.empty(),
-                    getattr(stats, "recompute$default$4")(), getattr(stats, "recompute$default$5")())
+    stats.recompute(
+        spark._jsparkSession,
+        delta_log,
+        jvm.scala.Option.empty(),
+        getattr(stats, "recompute$default$4")(),
+        getattr(stats, "recompute$default$5")(),
+    )
 
 
 @dataclass
@@ -149,7 +162,9 @@ def maintain_table(
             delta.optimize().executeCompaction()
         report.files_after = int(delta.detail().select("numFiles").first()[0])
         if vacuum:
-            declared = interval_hours(spec.properties.get("delta.deletedFileRetentionDuration", "interval 7 days"))
+            declared = interval_hours(
+                spec.properties.get("delta.deletedFileRetentionDuration", "interval 7 days")
+            )
             hours = declared if retention_hours is None else float(retention_hours)
             report.vacuum_retention_hours = hours
             on_disk = _data_files(spark, lake.uri(name))
@@ -186,17 +201,35 @@ def maintain(
     unknown = sorted(set(names) - set(table_names()))
     if unknown:
         raise ValueError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(table_names())}")
-    run.inputs.update({"tables": names, "optimize": optimize, "vacuum": vacuum,
-                       "retention_hours": config.vacuum_retention_hours})
+    run.inputs.update(
+        {
+            "tables": names,
+            "optimize": optimize,
+            "vacuum": vacuum,
+            "retention_hours": config.vacuum_retention_hours,
+        }
+    )
     reports = []
     for name in names:
-        report = maintain_table(spark, lake, name, run, optimize=optimize, vacuum=vacuum,
-                                retention_hours=config.vacuum_retention_hours)
+        report = maintain_table(
+            spark,
+            lake,
+            name,
+            run,
+            optimize=optimize,
+            vacuum=vacuum,
+            retention_hours=config.vacuum_retention_hours,
+        )
         run.progress(
             "%s: optimize=%s files %d -> %d, vacuumed %d file(s) (retention %s h), properties set %s, "
             "stats dropped from the log for %d column(s)",
-            name, report.optimize or "skipped", report.files_before, report.files_after,
-            report.files_vacuumed, report.vacuum_retention_hours, report.properties_set or "none",
+            name,
+            report.optimize or "skipped",
+            report.files_before,
+            report.files_after,
+            report.files_vacuumed,
+            report.vacuum_retention_hours,
+            report.properties_set or "none",
             len(report.stats_recomputed),
         )
         run.count("files_compacted", max(report.files_before - report.files_after, 0))
@@ -207,11 +240,19 @@ def maintain(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tables", help="comma-separated tables (default: every table in the lake)")
-    parser.add_argument("--optimize", choices=OPTIMIZE_MODES, default="zorder",
-                        help="zorder (default: Z-order by each table's zorder_by columns), compact, or none")
+    parser.add_argument(
+        "--optimize",
+        choices=OPTIMIZE_MODES,
+        default="zorder",
+        help="zorder (default: Z-order by each table's zorder_by columns), compact, or none",
+    )
     parser.add_argument("--no-vacuum", dest="vacuum", action="store_false", help="skip VACUUM")
-    parser.add_argument("--retention-hours", dest="vacuum_retention_hours", type=float,
-                        help="VACUUM retention in hours (default: each table's deletedFileRetentionDuration)")
+    parser.add_argument(
+        "--retention-hours",
+        dest="vacuum_retention_hours",
+        type=float,
+        help="VACUUM retention in hours (default: each table's deletedFileRetentionDuration)",
+    )
     add_config_arguments(parser)
 
 
@@ -221,11 +262,19 @@ def run(args: argparse.Namespace) -> int:
 
     config, ctx = start_run(args, "maintain")
     tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
-    reports = maintain(get_spark(config, "facelake-maintain"), config, ctx, tables=tables,
-                       optimize=args.optimize, vacuum=args.vacuum)
+    reports = maintain(
+        get_spark(config, "facelake-maintain"),
+        config,
+        ctx,
+        tables=tables,
+        optimize=args.optimize,
+        vacuum=args.vacuum,
+    )
     for r in reports:
-        print(f"{r.table}: version {r.version_before} -> {r.version_after}, optimize {r.optimize or 'skipped'} "
-              f"(files {r.files_before} -> {r.files_after}), vacuumed {r.files_vacuumed} file(s)")
+        print(
+            f"{r.table}: version {r.version_before} -> {r.version_after}, optimize {r.optimize or 'skipped'} "
+            f"(files {r.files_before} -> {r.files_after}), vacuumed {r.files_vacuumed} file(s)"
+        )
     print(ctx.summary())
     return 0
 

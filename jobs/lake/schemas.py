@@ -101,7 +101,9 @@ def schema_differences(actual: StructType, expected: StructType) -> list[str]:
         problems.append(f"unexpected column {name}")
     for name in e.keys() & a.keys():
         if a[name].dataType != e[name].dataType:
-            problems.append(f"{name}: type {a[name].dataType.simpleString()} != {e[name].dataType.simpleString()}")
+            problems.append(
+                f"{name}: type {a[name].dataType.simpleString()} != {e[name].dataType.simpleString()}"
+            )
         if a[name].nullable != e[name].nullable:
             problems.append(f"{name}: nullable {a[name].nullable} != {e[name].nullable}")
     if not problems and [f.name for f in actual.fields] != [f.name for f in expected.fields]:

@@ -43,9 +43,13 @@ def require_java() -> None:
     """Fail early and clearly when Java 17+ is not installed."""
     major = java_major_version()
     if major is None:
-        raise SetupError("Java was not found: install a JDK/JRE 17 or newer and put `java` on PATH (or set JAVA_HOME).")
+        raise SetupError(
+            "Java was not found: install a JDK/JRE 17 or newer and put `java` on PATH (or set JAVA_HOME)."
+        )
     if major < MIN_JAVA:
-        raise SetupError(f"Java {major} found but Spark 4 needs Java {MIN_JAVA} or newer: install it and set JAVA_HOME.")
+        raise SetupError(
+            f"Java {major} found but Spark 4 needs Java {MIN_JAVA} or newer: install it and set JAVA_HOME."
+        )
 
 
 def delta_package() -> str:
@@ -148,8 +152,13 @@ def spark_settings(config: FacelakeConfig, jars: list[str]) -> dict[str, str]:
             [
                 "-Dderby.system.home=" + str(cache_root() / "derby"),
                 # Quiet JVM logs unless debugging (Spark's own WARN lines are noise for operators).
-                *([] if config.log_level.upper() == "DEBUG" else
-                  ["-Dlog4j2.configurationFile=" + (resource_dir("conf") / "log4j2.properties").as_uri()]),
+                *(
+                    []
+                    if config.log_level.upper() == "DEBUG"
+                    else [
+                        "-Dlog4j2.configurationFile=" + (resource_dir("conf") / "log4j2.properties").as_uri()
+                    ]
+                ),
             ]
         ),
     }

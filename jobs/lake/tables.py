@@ -35,7 +35,9 @@ def ensure_table(spark: SparkSession, lake: str, name: str) -> str:
 
     spec = table_spec(name)
     uri = table_uri(lake, name)
-    builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(spec.schema).comment(spec.description)
+    builder = (
+        DeltaTable.createIfNotExists(spark).location(uri).addColumns(spec.schema).comment(spec.description)
+    )
     for key, value in spec.properties.items():
         builder = builder.property(key, value)
     if spec.partition_by:
@@ -58,7 +60,6 @@ def conform(df: DataFrame, name: str) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in spec.schema.fields])
 
 
-
 def read_table(spark: SparkSession, lake: str, name: str, version: int | None = None) -> DataFrame:
     """Table ``name`` at its latest version or at ``version`` (unguarded: see jobs.lake.api for checks)."""
     reader = spark.read.format("delta")
@@ -74,7 +75,9 @@ def latest_version(spark: SparkSession, lake: str, name: str) -> int:
     return int(DeltaTable.forPath(spark, table_uri(lake, name)).history(1).select("version").first()[0])
 
 
-def pin_read_versions(spark: SparkSession, lake: str, names: Iterable[str], run: RunContext) -> dict[str, int]:
+def pin_read_versions(
+    spark: SparkSession, lake: str, names: Iterable[str], run: RunContext
+) -> dict[str, int]:
     """The current version of each table a run reads, recorded in the run's commit metadata.
 
     Reading at these versions gives the run one consistent snapshot, and `history` can say
@@ -112,8 +115,11 @@ def merge_new_rows(
     uri = ensure_table(spark, lake, name)
     rows = conform(rows, name).dropDuplicates(list(spec.key))
     # Skip the MERGE when nothing is new, so a rerun does not even add an empty version.
-    pending = rows if already_new else rows.join(DeltaTable.forPath(spark, uri).toDF().select(*spec.key),
-                                                  list(spec.key), "left_anti")
+    pending = (
+        rows
+        if already_new
+        else rows.join(DeltaTable.forPath(spark, uri).toDF().select(*spec.key), list(spec.key), "left_anti")
+    )
     if pending.isEmpty():
         return 0
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
@@ -176,8 +182,12 @@ def upsert_rows(
     spec = table_spec(name)
     uri = ensure_table(spark, lake, name)
     rows = conform(rows, name).dropDuplicates(list(spec.key))
-    target = DeltaTable.forPath(spark, uri).toDF().select(
-        *spec.key, F.lit(True).alias("_t_present"), *[F.col(c).alias(f"_t_{c}") for c in update_columns]
+    target = (
+        DeltaTable.forPath(spark, uri)
+        .toDF()
+        .select(
+            *spec.key, F.lit(True).alias("_t_present"), *[F.col(c).alias(f"_t_{c}") for c in update_columns]
+        )
     )
     differs = " OR ".join(f"NOT (`{c}` <=> `_t_{c}`)" for c in update_columns)
     pending = rows.join(target, list(spec.key), "left").where(F.col("_t_present").isNull() | F.expr(differs))

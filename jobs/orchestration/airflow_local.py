@@ -42,7 +42,9 @@ def migrate_db(home: Path | None = None) -> subprocess.CompletedProcess[str]:
     return _airflow("db", "migrate", env=airflow_env(home))
 
 
-def run_dag(dag_id: str, conf: dict[str, object], home: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_dag(
+    dag_id: str, conf: dict[str, object], home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Migrate the metadata DB (idempotent), then ``airflow dags test DAG -c CONF`` in a child process."""
     env = airflow_env(home)
     migrated = migrate_db(home)

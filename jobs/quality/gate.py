@@ -106,6 +106,8 @@ class PublishGate:
             write_results(self.spark, self.lake, [r for r in reports if r is not None], self.run)
 
 
-def publish_gate(spark: SparkSession, config: Any, run: RunContext, **parameter_overrides: Any) -> PublishGate:
+def publish_gate(
+    spark: SparkSession, config: Any, run: RunContext, **parameter_overrides: Any
+) -> PublishGate:
     """The expectations gate of a job, with parameters from its config (``quality_parameters``)."""
     return PublishGate(spark, config.lake, run, quality_parameters(config, **parameter_overrides))

@@ -112,7 +112,8 @@ def _schema_not_null(table: str, declared: list[dict[str, Any]]) -> list[dict[st
     covered = {
         c["kwargs"].get("column")
         for c in declared
-        if c["type"] == "expect_column_values_to_not_be_null" and "row_condition" not in c["kwargs"]
+        if c["type"] == "expect_column_values_to_not_be_null"
+        and "row_condition" not in c["kwargs"]
         and (c.get("meta") or {}).get("view", ROWS_VIEW) == ROWS_VIEW
     }
     return [

@@ -22,7 +22,9 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ValueError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ValueError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a sample drop there")
+            raise ValueError(
+                f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a sample drop there"
+            )
         # Only what a previous run wrote is removed; anything else in the folder is left alone.
         for name in (MANIFEST_NAME, ANSWER_KEY_NAME):
             (out_dir / name).unlink(missing_ok=True)
@@ -33,11 +35,26 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 def new_entry(line_no: int, kind: str) -> dict[str, Any]:
     """An answer-key line entry with every field present; builders fill in what applies."""
     return {
-        "line_no": line_no, "kind": kind, "expected": expected_for(kind),
-        "image_path": None, "source_url": None, "uk_expected": None, "content_id": None,
-        "file_sha256": None, "bytes": None, "format": None, "width": None, "height": None,
-        "frames": None, "exif_orientation": None, "has_face_expected": None, "base_image": None,
-        "exact_dup_of_line": None, "near_dup_of_line": None, "mirror_of_line": None, "transform": None,
+        "line_no": line_no,
+        "kind": kind,
+        "expected": expected_for(kind),
+        "image_path": None,
+        "source_url": None,
+        "uk_expected": None,
+        "content_id": None,
+        "file_sha256": None,
+        "bytes": None,
+        "format": None,
+        "width": None,
+        "height": None,
+        "frames": None,
+        "exif_orientation": None,
+        "has_face_expected": None,
+        "base_image": None,
+        "exact_dup_of_line": None,
+        "near_dup_of_line": None,
+        "mirror_of_line": None,
+        "transform": None,
     }
 
 
@@ -51,7 +68,10 @@ class AnswerKeyWriter:
     def __init__(self, stream: IO[str]) -> None:
         self._out = stream
         self._first = True
-        limits = {"byte_limit_for_tests": BYTE_LIMIT_FOR_TESTS, "pixel_limit_for_tests": PIXEL_LIMIT_FOR_TESTS}
+        limits = {
+            "byte_limit_for_tests": BYTE_LIMIT_FOR_TESTS,
+            "pixel_limit_for_tests": PIXEL_LIMIT_FOR_TESTS,
+        }
         stream.write("{\n")
         stream.write(f'"limits": {_dump(limits)},\n')
         stream.write('"lines": [\n')
@@ -60,8 +80,15 @@ class AnswerKeyWriter:
         self._out.write(("" if self._first else ",\n") + _dump(entry))
         self._first = False
 
-    def finish(self, *, n: int, seed: int, policy_cases: list[dict[str, Any]], scenarios: dict[str, Any],
-               summary: dict[str, Any]) -> None:
+    def finish(
+        self,
+        *,
+        n: int,
+        seed: int,
+        policy_cases: list[dict[str, Any]],
+        scenarios: dict[str, Any],
+        summary: dict[str, Any],
+    ) -> None:
         """The keys after ``lines``, in sorted order, and the closing brace."""
         out = self._out
         out.write("\n],\n")

@@ -22,32 +22,45 @@ BOMB_SIDE = 30_000
 OVERSIZED_SHAPE = (960, 960)
 
 
-def bad_file(rng: random.Random, kind: str, pictures: PictureMaker, ref: str) -> tuple[bytes, str, dict[str, Any]]:
+def bad_file(
+    rng: random.Random, kind: str, pictures: PictureMaker, ref: str
+) -> tuple[bytes, str, dict[str, Any]]:
     """(bytes, file extension, answer-key facts) of a file of ``kind``; ``ref`` tags error pages."""
     info: dict[str, Any] = {}
     if kind == "empty_file":
         return b"", rng.choice(("jpg", "png")), info
     if kind == "not_an_image":
-        body = rng.choice((
-            f"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>\n"
-            f"<body><h1>Forbidden</h1><p>request {ref}</p></body></html>\n",
-            f'{{"error": "rate limited", "request": "{ref}"}}\n',
-            f"<html><body>Please enable JavaScript to view this image ({ref})</body></html>\n",
-        ))
+        body = rng.choice(
+            (
+                f"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head>\n"
+                f"<body><h1>Forbidden</h1><p>request {ref}</p></body></html>\n",
+                f'{{"error": "rate limited", "request": "{ref}"}}\n',
+                f"<html><body>Please enable JavaScript to view this image ({ref})</body></html>\n",
+            )
+        )
         return body.encode(), "jpg", info
     if kind in ("truncated_jpeg", "truncated_png", "corrupt_jpeg"):
         fmt = "PNG" if kind == "truncated_png" else "JPEG"
         picture = pictures.fresh(rng, rng.random() < 0.5, fmt=fmt)
-        info.update(format=fmt, width=picture.image.width, height=picture.image.height,
-                    has_face=picture.has_face, base=picture.base)
+        info.update(
+            format=fmt,
+            width=picture.image.width,
+            height=picture.image.height,
+            has_face=picture.has_face,
+            base=picture.base,
+        )
         if kind == "corrupt_jpeg":
             return corrupt_jpeg(picture.data, rng), "jpg", info
         # Half a file: headers intact (the format is recognised), pixel data cut off.
         return picture.data[: len(picture.data) // 2], EXT[fmt], info
     if kind == "oversized":
-        noise = np.random.default_rng(rng.getrandbits(64)).integers(0, 256, (*OVERSIZED_SHAPE, 3), dtype=np.uint8)
+        noise = np.random.default_rng(rng.getrandbits(64)).integers(
+            0, 256, (*OVERSIZED_SHAPE, 3), dtype=np.uint8
+        )
         data = encode(Image.fromarray(noise, "RGB"), "PNG")
-        info.update(format="PNG", width=OVERSIZED_SHAPE[1], height=OVERSIZED_SHAPE[0], has_face=False, base=None)
+        info.update(
+            format="PNG", width=OVERSIZED_SHAPE[1], height=OVERSIZED_SHAPE[0], has_face=False, base=None
+        )
         return data, "png", info
     if kind == "bomb":
         colour = bytes(rng.randrange(256) for _ in range(3))
@@ -89,5 +102,10 @@ def _bomb_idat(side: int) -> bytes:
 def bomb_png(side: int, colour: bytes) -> bytes:
     """A valid 1-bit PNG of ``side`` x ``side`` pixels of ``colour``: tiny on disk, huge decoded."""
     ihdr = struct.pack(">IIBBBBB", side, side, 1, 3, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"PLTE", colour + b"\x00\x00\x00")
-            + _png_chunk(b"IDAT", _bomb_idat(side)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"PLTE", colour + b"\x00\x00\x00")
+        + _png_chunk(b"IDAT", _bomb_idat(side))
+        + _png_chunk(b"IEND", b"")
+    )

@@ -83,7 +83,9 @@ def bad_line(state: DropState, rng: random.Random, line_no: int, entry: dict[str
     return state.emit(entry, record)
 
 
-def _malformed(state: DropState, rng: random.Random, kind: str, entry: dict[str, Any], record: dict[str, Any]) -> str:
+def _malformed(
+    state: DropState, rng: random.Random, kind: str, entry: dict[str, Any], record: dict[str, Any]
+) -> str:
     # The key has no path and no UK verdict for these: ingest cannot read either from the line.
     fake = state.files.new_path(rng, "jpg")
     entry["image_path"] = None
@@ -92,11 +94,13 @@ def _malformed(state: DropState, rng: random.Random, kind: str, entry: dict[str,
     if kind == "malformed_truncated":
         full = json.dumps({"image_path": fake, **record})
         return full[: max(20, len(full) // 2)]
-    return rng.choice((
-        f"image_path={fake} source_url={record['source_url']}",
-        f"{{'image_path': '{fake}', 'source_url': '{record['source_url']}'}}",
-        f"{fake}\t{record['source_url']}\t{record['crawled_at']}",
-    ))
+    return rng.choice(
+        (
+            f"image_path={fake} source_url={record['source_url']}",
+            f"{{'image_path': '{fake}', 'source_url': '{record['source_url']}'}}",
+            f"{fake}\t{record['source_url']}\t{record['crawled_at']}",
+        )
+    )
 
 
 def _fine_file(state: DropState, rng: random.Random, entry: dict[str, Any]) -> tuple[str, str]:
@@ -145,8 +149,13 @@ def bad_entry(state: DropState, rng: random.Random, line_no: int, entry: dict[st
             target = posixpath.relpath(folder, IMAGES_DIR)
             path = f"{link}/{name}"
         state.files.symlink(link, target)
-        scenario = {"line": line_no, "image_path": path, "link": link, "target": target,
-                    "target_line": original.line_no}
+        scenario = {
+            "line": line_no,
+            "image_path": path,
+            "link": link,
+            "target": target,
+            "target_line": original.line_no,
+        }
     if scenario is not None and kind not in state.scenarios:
         state.scenarios[kind] = scenario
     entry["image_path"] = path

@@ -25,9 +25,16 @@ class Base:
 FACE_BASES: dict[str, tuple[str, tuple[tuple[int, int, int, int], ...], tuple[float, float], bool]] = {
     "t1.jpg": (
         "insightface",
-        ((745, 342, 847, 480), (464, 266, 573, 415), (56, 261, 169, 398),
-         (906, 59, 1011, 206), (1130, 273, 1227, 401), (270, 145, 372, 270)),
-        (0.12, 0.45), False,
+        (
+            (745, 342, 847, 480),
+            (464, 266, 573, 415),
+            (56, 261, 169, 398),
+            (906, 59, 1011, 206),
+            (1130, 273, 1227, 401),
+            (270, 145, 372, 270),
+        ),
+        (0.12, 0.45),
+        False,
     ),
     "astronaut.png": ("skimage", ((180, 60, 272, 180),), (0.4, 0.8), False),
     "camera.png": ("skimage", ((199, 116, 258, 200),), (0.4, 0.8), False),
@@ -36,12 +43,24 @@ FACE_BASES: dict[str, tuple[str, tuple[tuple[int, int, int, int], ...], tuple[fl
 # No human face in any of these (chelsea is a cat; the insightface mask_*.jpg are flat
 # surgical-mask textures that insightface uses to render masks, not people).
 NONFACE_BASES: tuple[tuple[str, str], ...] = (
-    ("skimage", "chelsea.png"), ("skimage", "coffee.png"), ("skimage", "rocket.jpg"),
-    ("skimage", "horse.png"), ("skimage", "coins.png"), ("skimage", "brick.png"),
-    ("skimage", "motorcycle_left.png"), ("skimage", "hubble_deep_field.jpg"), ("skimage", "moon.png"),
-    ("skimage", "grass.png"), ("skimage", "gravel.png"), ("skimage", "ihc.png"),
-    ("skimage", "retina.jpg"), ("skimage", "color.png"), ("skimage", "page.png"),
-    ("insightface", "mask_blue.jpg"), ("insightface", "mask_white.jpg"), ("insightface", "mask_black.jpg"),
+    ("skimage", "chelsea.png"),
+    ("skimage", "coffee.png"),
+    ("skimage", "rocket.jpg"),
+    ("skimage", "horse.png"),
+    ("skimage", "coins.png"),
+    ("skimage", "brick.png"),
+    ("skimage", "motorcycle_left.png"),
+    ("skimage", "hubble_deep_field.jpg"),
+    ("skimage", "moon.png"),
+    ("skimage", "grass.png"),
+    ("skimage", "gravel.png"),
+    ("skimage", "ihc.png"),
+    ("skimage", "retina.jpg"),
+    ("skimage", "color.png"),
+    ("skimage", "page.png"),
+    ("insightface", "mask_blue.jpg"),
+    ("insightface", "mask_white.jpg"),
+    ("insightface", "mask_black.jpg"),
 )
 BASE_MAX_SIDE = 640
 

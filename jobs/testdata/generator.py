@@ -54,7 +54,9 @@ class Generator:
         self.tally.add(entry)
         return data, entry
 
-    def run(self, manifest: IO[bytes], key: AnswerKeyWriter, progress: Callable[[int, int], None] | None) -> None:
+    def run(
+        self, manifest: IO[bytes], key: AnswerKeyWriter, progress: Callable[[int, int], None] | None
+    ) -> None:
         step = max(1, self.n // 10)
         for line_no in range(1, self.n + 1):
             data, entry = self.line(line_no)
@@ -70,5 +72,10 @@ class Generator:
     def finish_key(self, key: AnswerKeyWriter, summary: SampleDropSummary) -> None:
         stored = summary.to_dict()
         stored.pop("out_dir")  # so the key, like the rest of the drop, is identical wherever it is written
-        key.finish(n=self.n, seed=self.seed, policy_cases=self.state.sources.policy_cases(),
-                   scenarios=self.state.scenarios, summary=stored)
+        key.finish(
+            n=self.n,
+            seed=self.seed,
+            policy_cases=self.state.sources.policy_cases(),
+            scenarios=self.state.scenarios,
+            summary=stored,
+        )

@@ -89,15 +89,21 @@ class PictureMaker:
             fx0, fy0, fx1, fy1 = rng.choice(base.faces)
             # Pad the detector box so chin and hair come along; detectors want some context.
             px, py = (fx1 - fx0) * rng.uniform(0.2, 0.45), (fy1 - fy0) * rng.uniform(0.15, 0.35)
-            box = (max(0, round(fx0 - px)), max(0, round(fy0 - py)), min(w, round(fx1 + px)), min(h, round(fy1 + py)))
+            box = (
+                max(0, round(fx0 - px)),
+                max(0, round(fy0 - py)),
+                min(w, round(fx1 + px)),
+                min(h, round(fy1 + py)),
+            )
             patch = base.image.crop(box).convert("RGB")
         background = rng.choice(self.nonface_bases)
         cw = rng.randint(160, 300)
         ch = round(cw * rng.uniform(0.75, 1.3))
         bx, by = background.image.size
         sx, sy = rng.randint(0, max(0, bx - cw // 2)), rng.randint(0, max(0, by - ch // 2))
-        bg = background.image.resize((cw, ch), Image.Resampling.BILINEAR,
-                                     box=(sx, sy, min(bx, sx + cw), min(by, sy + ch))).convert("RGB")
+        bg = background.image.resize(
+            (cw, ch), Image.Resampling.BILINEAR, box=(sx, sy, min(bx, sx + cw), min(by, sy + ch))
+        ).convert("RGB")
         scale = min(cw, ch) * rng.uniform(0.35, 0.65) / max(patch.size)
         pw, ph = max(24, round(patch.width * scale)), max(24, round(patch.height * scale))
         x, y = rng.randint(0, cw - pw), rng.randint(0, ch - ph)
@@ -128,7 +134,9 @@ class PictureMaker:
             sw, sh = round(w * rng.uniform(0.15, 0.45)), round(h * rng.uniform(0.15, 0.45))
             x0, y0 = rng.randint(-sw // 3, w - sw // 2), rng.randint(-sh // 3, h - sh // 2)
             box = (x0, y0, x0 + sw, y0 + sh)
-            if face and not (box[2] <= face[0] or box[0] >= face[2] or box[3] <= face[1] or box[1] >= face[3]):
+            if face and not (
+                box[2] <= face[0] or box[0] >= face[2] or box[3] <= face[1] or box[1] >= face[3]
+            ):
                 continue
             colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
             shape = rng.randrange(3)
@@ -137,7 +145,10 @@ class PictureMaker:
             elif shape == 1:
                 draw.ellipse(box, fill=colour)
             else:
-                draw.polygon([(rng.randint(box[0], box[2]), rng.randint(box[1], box[3])) for _ in range(3)], fill=colour)
+                draw.polygon(
+                    [(rng.randint(box[0], box[2]), rng.randint(box[1], box[3])) for _ in range(3)],
+                    fill=colour,
+                )
             placed += 1
         return out.convert("L") if grey else out
 
@@ -161,7 +172,9 @@ class PictureMaker:
             img = img.convert("RGB")
         return self._restyle(rng, img, face), face is not None, base.name
 
-    def fresh(self, rng: random.Random, with_face: bool, fmt: str | None = None, *, distinct: bool = False) -> Picture:
+    def fresh(
+        self, rng: random.Random, with_face: bool, fmt: str | None = None, *, distinct: bool = False
+    ) -> Picture:
         """A new picture, encoded; with ``distinct``, retried until its pHash is far from all registered ones."""
         # At 100k lines a candidate needs ~1.1 tries on average; the cap only bounds a pathological seed.
         for attempt in range(40):

@@ -31,9 +31,21 @@ def unique(state: DropState, rng: random.Random, line_no: int, entry: dict[str, 
     path = state.files.new_path(rng, ext)
     state.files.record(entry, path, picture.data)
     record = {"image_path": path, **state.sources.scenario_source(rng, line_no, ext)}
-    content = Content(line_no, path, picture.data, picture.fmt, picture.image, picture.hashes,
-                      state.register(picture.hashes), state.next_content_id(), picture.has_face, picture.base,
-                      source_is_uk(record), picture.quality, record["source_url"])
+    content = Content(
+        line_no,
+        path,
+        picture.data,
+        picture.fmt,
+        picture.image,
+        picture.hashes,
+        state.register(picture.hashes),
+        state.next_content_id(),
+        picture.has_face,
+        picture.base,
+        source_is_uk(record),
+        picture.quality,
+        record["source_url"],
+    )
     state.describe(entry, content)
     state.uniques.append(content)
     state.files_window.append(content)
@@ -66,8 +78,10 @@ def exact_dup(state: DropState, rng: random.Random, line_no: int, entry: dict[st
     state.describe(entry, original)
     if force_uk:
         state.scenarios["uk_exact_dup"] = {
-            "original_line": original.line_no, "original_image_path": original.path,
-            "dup_line": line_no, "dup_image_path": path,
+            "original_line": original.line_no,
+            "original_image_path": original.path,
+            "dup_line": line_no,
+            "dup_image_path": path,
             "note": "byte-identical copy seen at a .uk host; the first copy's source is not UK",
         }
     if same_path and "same_path_twice" not in state.scenarios:
@@ -97,7 +111,10 @@ def near_dup(state: DropState, rng: random.Random, line_no: int, entry: dict[str
             decoded = decode(data)
             hashes = phash_pair(decoded)
             close = hamming(hashes, original.hashes) <= NEAR_DUP_MAX_DISTANCE
-            if close and state.registry.min_distance(hashes, exclude_group=original.group) >= DISTINCT_MIN_DISTANCE:
+            if (
+                close
+                and state.registry.min_distance(hashes, exclude_group=original.group) >= DISTINCT_MIN_DISTANCE
+            ):
                 chosen = (original, data, fmt, transform, decoded, hashes)
                 break
         if chosen:
@@ -115,18 +132,33 @@ def near_dup(state: DropState, rng: random.Random, line_no: int, entry: dict[str
     else:
         src = state.sources.ok_source(rng, line_no, ext)
     record = {"image_path": path, **src}
-    content = Content(line_no, path, data, fmt, decoded, hashes, original.group,
-                      f"{original.content_id}~{transform}", original.has_face, original.base,
-                      source_is_uk(record), None, record["source_url"])
+    content = Content(
+        line_no,
+        path,
+        data,
+        fmt,
+        decoded,
+        hashes,
+        original.group,
+        f"{original.content_id}~{transform}",
+        original.has_face,
+        original.base,
+        source_is_uk(record),
+        None,
+        record["source_url"],
+    )
     state.describe(entry, content)
     entry["near_dup_of_line"] = original.line_no
     entry["transform"] = transform
     state.files_window.append(content)
     if uk_scenario:
         state.scenarios["uk_near_dup"] = {
-            "canonical_line": original.line_no, "canonical_image_path": original.path,
+            "canonical_line": original.line_no,
+            "canonical_image_path": original.path,
             "canonical_source_url": original.source_url,
-            "near_dup_line": line_no, "near_dup_image_path": path, "near_dup_source_url": record["source_url"],
+            "near_dup_line": line_no,
+            "near_dup_image_path": path,
+            "near_dup_source_url": record["source_url"],
             "transform": transform,
             "note": "canonical seen at a .co.uk URL; the near-dup only at a .com URL -> canonical is UK",
         }
@@ -154,16 +186,29 @@ def mirror(state: DropState, rng: random.Random, line_no: int, entry: dict[str, 
     else:
         src = state.sources.ok_source(rng, line_no, ext)
     record = {"image_path": path, **src}
-    content = Content(line_no, path, data, original.fmt, decoded, hashes, state.register(hashes),
-                      f"{original.content_id}~hflip", original.has_face, original.base, source_is_uk(record),
-                      original.quality, record["source_url"])
+    content = Content(
+        line_no,
+        path,
+        data,
+        original.fmt,
+        decoded,
+        hashes,
+        state.register(hashes),
+        f"{original.content_id}~hflip",
+        original.has_face,
+        original.base,
+        source_is_uk(record),
+        original.quality,
+        record["source_url"],
+    )
     state.describe(entry, content)
     entry["mirror_of_line"] = original.line_no
     entry["transform"] = "hflip"
     state.files_window.append(content)
     if scenario:
         state.scenarios["uk_mirror"] = {
-            "original_line": original.line_no, "mirror_line": line_no,
+            "original_line": original.line_no,
+            "mirror_line": line_no,
             "note": "mirror seen at a .uk host; a mirror is not a near-dup, so the original stays non-UK",
         }
     return state.emit(entry, record)
@@ -187,9 +232,21 @@ def special(state: DropState, rng: random.Random, line_no: int, entry: dict[str,
     group = state.register(hashes_list[0])
     for extra in hashes_list[1:]:
         state.registry.add(extra, group)
-    content = Content(line_no, path, made.data, made.fmt, made.image, hashes_list[0], group, state.next_content_id(),
-                      made.has_face, made.base, source_is_uk(record), 88 if made.fmt == "JPEG" else None,
-                      record["source_url"])
+    content = Content(
+        line_no,
+        path,
+        made.data,
+        made.fmt,
+        made.image,
+        hashes_list[0],
+        group,
+        state.next_content_id(),
+        made.has_face,
+        made.base,
+        source_is_uk(record),
+        88 if made.fmt == "JPEG" else None,
+        record["source_url"],
+    )
     state.describe(entry, content)
     if made.frames is not None:
         entry["frames"] = made.frames

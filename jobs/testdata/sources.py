@@ -11,13 +11,31 @@ from typing import Any
 from jobs.testdata.jurisdiction import SOURCE_CASES, SourceCase
 
 NON_UK_HOSTS = (
-    "www.example.com", "cdn.example.net", "images.example.org", "photos.example.de", "www.example.fr",
-    "media.example.com", "static.example.io", "uk.example.com", "example.com.au", "photos.example.je",
-    "example.gg", "news.example.im", "example.co.uk.evil.com", "www.example.ie", "img.example.jp",
+    "www.example.com",
+    "cdn.example.net",
+    "images.example.org",
+    "photos.example.de",
+    "www.example.fr",
+    "media.example.com",
+    "static.example.io",
+    "uk.example.com",
+    "example.com.au",
+    "photos.example.je",
+    "example.gg",
+    "news.example.im",
+    "example.co.uk.evil.com",
+    "www.example.ie",
+    "img.example.jp",
 )
 UK_HOSTS = (
-    "www.example.co.uk", "news.bbc.co.uk", "gov.uk", "shop.example.org.uk", "EXAMPLE.CO.UK",
-    "www.example.co.uk:8443", "example.uk", "img.example.ltd.uk",
+    "www.example.co.uk",
+    "news.bbc.co.uk",
+    "gov.uk",
+    "shop.example.org.uk",
+    "EXAMPLE.CO.UK",
+    "www.example.co.uk:8443",
+    "example.uk",
+    "img.example.ltd.uk",
 )
 COUNTRIES = ("US", "FR", "DE", "GB", "UK", "gb", "JE", "IM", "GG", "IE", "AU", "US", "DE", "GB")
 TAGS = ("portrait", "news", "event", "sport", "profile", "street", "family", "ukraine", "uk", "UK", "travel")
@@ -43,8 +61,15 @@ class SourceMaker:
         self._cases: deque[SourceCase] = deque(SOURCE_CASES)
         self._case_lines: dict[int, int] = {}  # index in SOURCE_CASES -> line it landed on
 
-    def source(self, rng: random.Random, line_no: int, ext: str, *, case: SourceCase | None = None,
-               force_uk: bool | None = None) -> dict[str, Any]:
+    def source(
+        self,
+        rng: random.Random,
+        line_no: int,
+        ext: str,
+        *,
+        case: SourceCase | None = None,
+        force_uk: bool | None = None,
+    ) -> dict[str, Any]:
         """Manifest fields other than image_path: URLs, time, hints, platform and unknown extras.
 
         ``force_uk`` True/False picks a plain UK/non-UK source (a scenario needs it); None draws freely.
@@ -77,7 +102,9 @@ class SourceMaker:
         if page_host is None and rng.random() < 0.6 and case is None and force_uk is None:
             page_host = host
         if page_host is not None:
-            record["page_url"] = f"https://{page_host}/{rng.choice(SECTIONS)}/story-{rng.randrange(10**6)}.html"
+            record["page_url"] = (
+                f"https://{page_host}/{rng.choice(SECTIONS)}/story-{rng.randrange(10**6)}.html"
+            )
         record["crawled_at"] = crawled_at(rng, line_no)
         if country is not None:
             record["country"] = country
@@ -114,8 +141,14 @@ class SourceMaker:
         out = []
         for i, case in enumerate(SOURCE_CASES):
             host = case.page_host if case.field == "page_url" else case.host
-            out.append({
-                "field": case.field, "value": case.value, "host": host if case.field.endswith("url") else None,
-                "uk": case.uk, "why": case.why, "line_no": self._case_lines.get(i),
-            })
+            out.append(
+                {
+                    "field": case.field,
+                    "value": case.value,
+                    "host": host if case.field.endswith("url") else None,
+                    "uk": case.uk,
+                    "why": case.why,
+                    "line_no": self._case_lines.get(i),
+                }
+            )
         return out

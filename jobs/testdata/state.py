@@ -67,8 +67,11 @@ class DropState:
         return self._groups
 
     @staticmethod
-    def pick(rng: random.Random, pool: deque[Content], want: Callable[[Content], bool] | None = None,
-             ) -> list[Content]:
+    def pick(
+        rng: random.Random,
+        pool: deque[Content],
+        want: Callable[[Content], bool] | None = None,
+    ) -> list[Content]:
         """``pool`` (only the wanted items, unless there are none) in a seeded random order."""
         items = [c for c in pool if want is None or want(c)] or list(pool)
         rng.shuffle(items)

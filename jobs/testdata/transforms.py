@@ -13,8 +13,13 @@ from jobs.testdata.images import PictureMaker, decode, encode
 EXIF_ORIENTATION_TAG = 0x0112
 
 
-def near_variant(rng: random.Random, kind: str, img: Image.Image, fmt: str, quality: int | None,
-                 ) -> tuple[bytes, str, str]:
+def near_variant(
+    rng: random.Random,
+    kind: str,
+    img: Image.Image,
+    fmt: str,
+    quality: int | None,
+) -> tuple[bytes, str, str]:
     """(bytes, format, transform label) of a near duplicate of ``img`` (encoded as ``fmt`` at ``quality``)."""
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
@@ -23,7 +28,9 @@ def near_variant(rng: random.Random, kind: str, img: Image.Image, fmt: str, qual
         return encode(img, "JPEG", q), "JPEG", f"jpeg_quality:{q}"
     if kind == "near_resize":
         s = rng.choice((0.5, 0.6, 0.7, 0.75, 0.8, 0.9))
-        out = img.resize((max(16, round(img.width * s)), max(16, round(img.height * s))), Image.Resampling.LANCZOS)
+        out = img.resize(
+            (max(16, round(img.width * s)), max(16, round(img.height * s))), Image.Resampling.LANCZOS
+        )
         return encode(out, fmt, quality), fmt, f"resize:{s:.2f}"
     if kind == "near_crop":
         w, h = img.size
@@ -75,7 +82,9 @@ def special_file(rng: random.Random, kind: str, pictures: PictureMaker) -> Speci
         paletted[0].save(buf, "GIF", save_all=True, append_images=paletted[1:], duration=120, loop=0)
         data = buf.getvalue()
         first_frame = decode(data)  # palette mode, exactly what a reader hashes
-        return SpecialFile(data, "GIF", first_frame.convert("RGB"), (first_frame,), has_face, base, len(frames))
+        return SpecialFile(
+            data, "GIF", first_frame.convert("RGB"), (first_frame,), has_face, base, len(frames)
+        )
     if kind == "exif_orientation":
         pixels, has_face, base = pictures.pixels(rng, True, 320)
         exif = Image.Exif()

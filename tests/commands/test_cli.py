@@ -37,7 +37,9 @@ def test_operator_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.Captu
 def test_sample_drop_command(tmp_path: Path) -> None:
     out = subprocess.run(
         [FACELAKE, "sample-drop", str(tmp_path / "d"), "--n", "60", "--seed", "3"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert (tmp_path / "d" / "manifest.jsonl").is_file()
     assert (tmp_path / "d" / "answer_key.json").is_file()

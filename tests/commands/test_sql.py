@@ -43,7 +43,9 @@ def test_format_table_and_json_values() -> None:
     assert lines[3].startswith("bb | NULL")
     assert format_table(["x"], [("y" * 100,)], width=10).splitlines()[2] == "y" * 9 + "…"
     assert jsonable({"t": datetime(2026, 1, 2, tzinfo=UTC), "b": b"\x00\x01"}) == {
-        "t": "2026-01-02T00:00:00+00:00", "b": "AAE="}
+        "t": "2026-01-02T00:00:00+00:00",
+        "b": "AAE=",
+    }
 
 
 @pytest.fixture
@@ -60,7 +62,10 @@ def test_query_latest_and_as_of_versions(spark: SparkSession, two_version_lake: 
     out = io.StringIO()
     assert run_sql(two_version_lake, query, as_json=True, limit=None, out=out, spark=spark) == 3
     assert [json.loads(line) for line in out.getvalue().splitlines()] == [
-        {"face_id": "a", "tags": 0}, {"face_id": "b-uk", "tags": 1}, {"face_id": "c", "tags": 0}]
+        {"face_id": "a", "tags": 0},
+        {"face_id": "b-uk", "tags": 1},
+        {"face_id": "c", "tags": 0},
+    ]
 
     out = io.StringIO()
     run_sql(two_version_lake, query, version=1, as_json=True, limit=None, out=out, spark=spark)
@@ -69,7 +74,9 @@ def test_query_latest_and_as_of_versions(spark: SparkSession, two_version_lake: 
     # Per-table versions: faces as of 1 joined with the latest suppression.
     out = io.StringIO()
     count_query = "SELECT (SELECT count(*) FROM faces) AS f, (SELECT count(*) FROM suppression) AS s"
-    run_sql(two_version_lake, count_query, version={"faces": 1}, as_json=True, limit=None, out=out, spark=spark)
+    run_sql(
+        two_version_lake, count_query, version={"faces": 1}, as_json=True, limit=None, out=out, spark=spark
+    )
     assert json.loads(out.getvalue()) == {"f": 2, "s": 1}
 
     out = io.StringIO()
@@ -79,7 +86,9 @@ def test_query_latest_and_as_of_versions(spark: SparkSession, two_version_lake: 
     assert text[-1] == "(2 rows) (more rows not shown: raise --limit)"
 
 
-def test_unreadable_version_and_bad_query_are_clear(spark: SparkSession, two_version_lake: FacelakeConfig) -> None:
+def test_unreadable_version_and_bad_query_are_clear(
+    spark: SparkSession, two_version_lake: FacelakeConfig
+) -> None:
     with pytest.raises(LakeError, match=r"not registered at this version: suppression"):
         # suppression has no version 2: it is left out, and the error says so
         run_sql(two_version_lake, "SELECT * FROM suppression", version=2, out=io.StringIO(), spark=spark)
@@ -88,12 +97,27 @@ def test_unreadable_version_and_bad_query_are_clear(spark: SparkSession, two_ver
 
 
 def test_console_command_prints_clean_json_lines(two_version_lake: FacelakeConfig) -> None:
-    env = {**os.environ, "FACELAKE_SPARK_MASTER": "local[1]", "FACELAKE_DRIVER_MEMORY": "1g",
-           "FACELAKE_SHUFFLE_PARTITIONS": "2"}
+    env = {
+        **os.environ,
+        "FACELAKE_SPARK_MASTER": "local[1]",
+        "FACELAKE_DRIVER_MEMORY": "1g",
+        "FACELAKE_SHUFFLE_PARTITIONS": "2",
+    }
     done = subprocess.run(
-        [FACELAKE, "sql", "SELECT face_id FROM faces ORDER BY face_id", "--lake", two_version_lake.lake,
-         "--version", "faces=1", "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            FACELAKE,
+            "sql",
+            "SELECT face_id FROM faces ORDER BY face_id",
+            "--lake",
+            two_version_lake.lake,
+            "--version",
+            "faces=1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     # stdout holds only the result, one JSON object per line (logs and Spark go to stderr).

@@ -36,7 +36,9 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
 
 def test_config_file_from_environment(tmp_path: Path) -> None:
     file = tmp_path / "c.toml"
-    file.write_text('lake = "s3a://bucket/lake"\nspark_ui = true\nonnx_providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]\n')
+    file.write_text(
+        'lake = "s3a://bucket/lake"\nspark_ui = true\nonnx_providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]\n'
+    )
     config = load_config(environ={"FACELAKE_CONFIG": str(file), "FACELAKE_SPARK_UI": "false"})
     assert config.lake == "s3a://bucket/lake"
     assert config.spark_ui is False
@@ -72,12 +74,16 @@ def test_cli_flags_map_onto_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("FACELAKE_CONFIG", raising=False)
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
-    config = config_from_args(parser.parse_args(["--lake", "/x", "--spark-master", "local[2]", "--shuffle-partitions", "3"]))
+    config = config_from_args(
+        parser.parse_args(["--lake", "/x", "--spark-master", "local[2]", "--shuffle-partitions", "3"])
+    )
     assert (config.lake, config.spark_master, config.shuffle_partitions) == ("/x", "local[2]", 3)
 
 
 def test_redacted_masks_secrets() -> None:
-    config = FacelakeConfig(spark_conf={"spark.hadoop.fs.s3a.secret.key": "hunter2", "spark.hadoop.fs.s3a.endpoint": "e"})
+    config = FacelakeConfig(
+        spark_conf={"spark.hadoop.fs.s3a.secret.key": "hunter2", "spark.hadoop.fs.s3a.endpoint": "e"}
+    )
     shown = config.redacted()
     assert shown["spark_conf"]["spark.hadoop.fs.s3a.secret.key"] == "***"
     assert shown["spark_conf"]["spark.hadoop.fs.s3a.endpoint"] == "e"
@@ -128,8 +134,17 @@ def credentials_config() -> FacelakeConfig:
 
 
 SECRETS = [
-    *SECRET_CONF.values(), "AKIALAKEKEY", "lake/secret+0020", "dropuser", "drop-pass-0021", "master-user",
-    "master-pass-0022", "sas-signature-0023", "proxy-user", "proxy-pass-0024", "event-log-key-0025",
+    *SECRET_CONF.values(),
+    "AKIALAKEKEY",
+    "lake/secret+0020",
+    "dropuser",
+    "drop-pass-0021",
+    "master-user",
+    "master-pass-0022",
+    "sas-signature-0023",
+    "proxy-user",
+    "proxy-pass-0024",
+    "event-log-key-0025",
 ]
 
 
@@ -157,11 +172,17 @@ def test_config_log_line_masks_every_credential(caplog: pytest.LogCaptureFixture
 
 def test_masking_leaves_uris_without_credentials_alone() -> None:
     config = FacelakeConfig(
-        lake="s3a://bucket/lake", drop="/data/drops/user@host/7", spark_master="k8s://https://api:6443",
+        lake="s3a://bucket/lake",
+        drop="/data/drops/user@host/7",
+        spark_master="k8s://https://api:6443",
         spark_conf={"spark.hadoop.fs.s3a.endpoint": "http://minio:9000/?region=eu&x=1"},
     )
     shown = config.redacted()
-    assert (shown["lake"], shown["drop"], shown["spark_master"]) == (config.lake, config.drop, config.spark_master)
+    assert (shown["lake"], shown["drop"], shown["spark_master"]) == (
+        config.lake,
+        config.drop,
+        config.spark_master,
+    )
     assert shown["spark_conf"] == config.spark_conf
 
 

@@ -36,9 +36,19 @@ def test_host_of_matches_what_a_browser_reaches(url: str, host: str) -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        None, "", "not a url", "ftp://example.com/a.jpg", "javascript:alert(1)", "https://",
-        "https://bad host.example/a.jpg", "https://a|b.example/a.jpg", "https://ex%zzample.com/a.jpg",
-        "https://example.com:80x/a.jpg", "https://a..b/a.jpg", "https://%ff%fe.com/", "https://[zz]/",
+        None,
+        "",
+        "not a url",
+        "ftp://example.com/a.jpg",
+        "javascript:alert(1)",
+        "https://",
+        "https://bad host.example/a.jpg",
+        "https://a|b.example/a.jpg",
+        "https://ex%zzample.com/a.jpg",
+        "https://example.com:80x/a.jpg",
+        "https://a..b/a.jpg",
+        "https://%ff%fe.com/",
+        "https://[zz]/",
     ],
 )
 def test_host_of_refuses_what_no_browser_accepts(url: str | None) -> None:
@@ -54,25 +64,51 @@ def test_normalize_host_is_idempotent_on_its_output() -> None:
 
 def test_host_under_compares_whole_labels() -> None:
     assert host_under("co.uk", "uk") and host_under("a.b.co.uk", "co.uk")
-    assert not host_under("xuk", "uk") and not host_under(None, "uk") and not host_under("uk.example.com", "uk")
+    assert (
+        not host_under("xuk", "uk") and not host_under(None, "uk") and not host_under("uk.example.com", "uk")
+    )
 
 
 def test_policy_tags_the_hosts_the_old_parser_missed() -> None:
     policy = load_policy()
     for url in [
-        "https://bücher.co.uk/a.jpg", "https://example.co．uk/a.jpg", "https://example.co。uk/a.jpg",
-        "https://ＥＸＡＭＰＬＥ.CO.UK/a.jpg", "https://example.co.%75k/a.jpg", "https://example.co.uk\\@evil.com/",
-        "https://news.example.london/a.jpg", "https://x.scot/a.jpg", "https://x.wales/", "https://x.cymru/",
+        "https://bücher.co.uk/a.jpg",
+        "https://example.co．uk/a.jpg",
+        "https://example.co。uk/a.jpg",
+        "https://ＥＸＡＭＰＬＥ.CO.UK/a.jpg",
+        "https://example.co.%75k/a.jpg",
+        "https://example.co.uk\\@evil.com/",
+        "https://news.example.london/a.jpg",
+        "https://x.scot/a.jpg",
+        "https://x.wales/",
+        "https://x.cymru/",
     ]:
         assert tags_for_source(policy, url) == ["uk"], url
-    for url in ["https://photos.example.je/", "https://example.gg/", "https://example.im/",
-                "https://uk.example.com/", "https://example.co.uk.evil.com/"]:
+    for url in [
+        "https://photos.example.je/",
+        "https://example.gg/",
+        "https://example.im/",
+        "https://uk.example.com/",
+        "https://example.co.uk.evil.com/",
+    ]:
         assert tags_for_source(policy, url) == [], url
 
 
-@pytest.mark.parametrize(("country", "uk"), [("GB", True), ("uk", True), ("GBR", True), ("GB-SCT", True),
-                                              ("gb-nir", True), ("JE", False), ("GG", False), ("IM", False),
-                                              ("GI", False), ("GBX", False)])
+@pytest.mark.parametrize(
+    ("country", "uk"),
+    [
+        ("GB", True),
+        ("uk", True),
+        ("GBR", True),
+        ("GB-SCT", True),
+        ("gb-nir", True),
+        ("JE", False),
+        ("GG", False),
+        ("IM", False),
+        ("GI", False),
+        ("GBX", False),
+    ],
+)
 def test_policy_country_spellings(country: str, uk: bool) -> None:
     assert (tags_for_source(load_policy(), "https://example.com/", country=country) == ["uk"]) is uk
 

@@ -10,7 +10,11 @@ import pytest
 from jobs.core.manifest import ManifestRecord, Rejection, drop_id_for, parse_line, safe_relative_path
 from jobs.core.reasons import QuarantineReason as R
 
-GOOD = {"image_path": "images/a.jpg", "source_url": "https://www.example.co.uk/a.jpg", "crawled_at": "2026-03-01T10:00:00+01:00"}
+GOOD = {
+    "image_path": "images/a.jpg",
+    "source_url": "https://www.example.co.uk/a.jpg",
+    "crawled_at": "2026-03-01T10:00:00+01:00",
+}
 
 
 def line(**changes: object) -> str:
@@ -19,8 +23,17 @@ def line(**changes: object) -> str:
 
 
 def test_valid_line_is_normalised() -> None:
-    rec = parse_line(line(country="gb", tags=["uk"], platform="forum", page_url="http://p.example.com/x",
-                          crawler_version="2.3", http_status=200), 7)
+    rec = parse_line(
+        line(
+            country="gb",
+            tags=["uk"],
+            platform="forum",
+            page_url="http://p.example.com/x",
+            crawler_version="2.3",
+            http_status=200,
+        ),
+        7,
+    )
     assert isinstance(rec, ManifestRecord)
     assert rec.line_no == 7
     assert rec.crawled_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -86,8 +99,17 @@ def test_raw_line_is_capped() -> None:
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("a.jpg", "a.jpg"), ("images/./a.jpg", "images/a.jpg"), ("images/x/../a.jpg", "images/a.jpg"),
-     ("..", None), ("../a", None), ("/a", None), ("", None), (".", None), ("s3://b/a.jpg", None)],
+    [
+        ("a.jpg", "a.jpg"),
+        ("images/./a.jpg", "images/a.jpg"),
+        ("images/x/../a.jpg", "images/a.jpg"),
+        ("..", None),
+        ("../a", None),
+        ("/a", None),
+        ("", None),
+        (".", None),
+        ("s3://b/a.jpg", None),
+    ],
 )
 def test_safe_relative_path(path: str, expected: str | None) -> None:
     assert safe_relative_path(path) == expected
@@ -103,7 +125,11 @@ def test_drop_id_is_deterministic_and_content_based() -> None:
 
 
 def _line(**overrides: object) -> dict:
-    base = {"image_path": "a.jpg", "source_url": "https://example.com/a.jpg", "crawled_at": "2026-03-01T12:00:00Z"}
+    base = {
+        "image_path": "a.jpg",
+        "source_url": "https://example.com/a.jpg",
+        "crawled_at": "2026-03-01T12:00:00Z",
+    }
     base.update(overrides)
     return base
 
@@ -111,8 +137,10 @@ def _line(**overrides: object) -> dict:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b'{"image_path": "a.jpg", "image_path": "b.jpg", "source_url": "https://e.com/", "crawled_at": "2026-01-01Z"}',
-         R.MALFORMED_JSON),
+        (
+            b'{"image_path": "a.jpg", "image_path": "b.jpg", "source_url": "https://e.com/", "crawled_at": "2026-01-01Z"}',
+            R.MALFORMED_JSON,
+        ),
         (json.dumps(_line())[:-1].encode() + b', "n": ' + b"9" * 5000 + b"}", R.MALFORMED_JSON),
         (json.dumps(_line())[:-1].encode() + b', "n": 1e999}', R.MALFORMED_JSON),
         (json.dumps(_line())[:-1].encode() + b', "n": -Infinity}', R.MALFORMED_JSON),
@@ -140,7 +168,9 @@ def test_hostile_lines_are_rejected_with_a_reason_never_raised(raw: bytes, reaso
 
 
 def test_bom_crlf_and_odd_but_valid_values_are_accepted() -> None:
-    line = b"\xef\xbb\xbf" + json.dumps(_line(country="gb-sct", image_path="x:y/[a]%20b.jpg")).encode() + b"\r"
+    line = (
+        b"\xef\xbb\xbf" + json.dumps(_line(country="gb-sct", image_path="x:y/[a]%20b.jpg")).encode() + b"\r"
+    )
     parsed = parse_line(line, 1)
     assert isinstance(parsed, ManifestRecord)
     assert parsed.country == "GB-SCT" and parsed.image_path == "x:y/[a]%20b.jpg"
@@ -150,7 +180,9 @@ def test_bom_crlf_and_odd_but_valid_values_are_accepted() -> None:
 
 
 def test_valid_lines_carry_the_normalised_hosts() -> None:
-    parsed = parse_line(json.dumps(_line(source_url="https://bücher.co.uk/a.jpg", page_url="https://EX.com./p")), 1)
+    parsed = parse_line(
+        json.dumps(_line(source_url="https://bücher.co.uk/a.jpg", page_url="https://EX.com./p")), 1
+    )
     assert isinstance(parsed, ManifestRecord)
     assert (parsed.source_host, parsed.page_host) == ("xn--bcher-kva.co.uk", "ex.com")
     assert parsed.source_url == "https://bücher.co.uk/a.jpg"  # the URL itself is stored as given

@@ -44,9 +44,19 @@ def test_hosts(url: str, uk: bool) -> None:
 
 @pytest.mark.parametrize(
     ("country", "tags", "uk"),
-    [("GB", None, True), ("gb", None, True), ("UK", None, True), ("JE", None, False), ("IM", None, False),
-     ("GG", None, False), ("US", None, False), (None, ["uk"], True), (None, ["UK", "news"], True),
-     (None, ["ukraine"], False), (None, [], False)],
+    [
+        ("GB", None, True),
+        ("gb", None, True),
+        ("UK", None, True),
+        ("JE", None, False),
+        ("IM", None, False),
+        ("GG", None, False),
+        ("US", None, False),
+        (None, ["uk"], True),
+        (None, ["UK", "news"], True),
+        (None, ["ukraine"], False),
+        (None, [], False),
+    ],
 )
 def test_country_and_crawler_tags(country: str | None, tags: list[str] | None, uk: bool) -> None:
     assert (tags_for_source(POLICY, "https://example.com/a.jpg", None, country, tags) == ["uk"]) is uk
@@ -64,8 +74,10 @@ def test_host_helpers() -> None:
 
 def test_policy_change_is_explicit(tmp_path: Path) -> None:
     changed = tmp_path / "p.toml"
-    changed.write_text('version = "v2"\n[tags.uk]\nhost_suffixes = ["uk", "gg"]\ncountries = []\ncrawler_tags = []\n'
-                       '[tags.je]\nhost_suffixes = ["je"]\n')
+    changed.write_text(
+        'version = "v2"\n[tags.uk]\nhost_suffixes = ["uk", "gg"]\ncountries = []\ncrawler_tags = []\n'
+        '[tags.je]\nhost_suffixes = ["je"]\n'
+    )
     policy = load_policy(changed)
     assert policy.version == "v2" and policy.vocabulary == ["je", "uk"]
     assert tags_for_source(policy, "https://example.gg/a") == ["uk"]
@@ -76,7 +88,9 @@ def test_policy_change_is_explicit(tmp_path: Path) -> None:
 def test_policy_agrees_with_the_sample_drop_answer_key(sample_drop: Path) -> None:
     key = json.loads((sample_drop / "answer_key.json").read_text())
     # The drop holds a line of invalid UTF-8 on purpose (quarantined as invalid_encoding).
-    lines = (sample_drop / "manifest.jsonl").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    lines = (
+        (sample_drop / "manifest.jsonl").read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    )
     checked = 0
     for entry in key["lines"]:
         try:

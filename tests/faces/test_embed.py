@@ -36,8 +36,9 @@ def face_image(centres: list[tuple[int, int]], size: tuple[int, int], seed: int)
     rng = np.random.default_rng(seed)
     for x, y in centres:
         # A coarse pattern of its own (4x4 blocks of 8 px) so different faces embed differently.
-        img[y - 16:y + 16, x - 16:x + 16] = np.kron(rng.integers(150, 256, (4, 4, 3), dtype=np.uint8),
-                                                     np.ones((8, 8, 1), np.uint8))
+        img[y - 16 : y + 16, x - 16 : x + 16] = np.kron(
+            rng.integers(150, 256, (4, 4, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)
+        )
     return img
 
 
@@ -61,8 +62,25 @@ def image_rows(images: dict[str, tuple[bytes, list[str], str | None]]) -> list[t
         except Exception:  # noqa: BLE001 - the corrupt one
             w, h = 10, 10
         canonical_id = sha(images[canonical][0]) if canonical else image_id
-        rows.append((image_id, "0" * 16, canonical_id, 3 if canonical else None, w, h, "PNG", len(data), data,
-                     tags, "test", NOW, "d" * 16, NOW, f"seed-{name}"))
+        rows.append(
+            (
+                image_id,
+                "0" * 16,
+                canonical_id,
+                3 if canonical else None,
+                w,
+                h,
+                "PNG",
+                len(data),
+                data,
+                tags,
+                "test",
+                NOW,
+                "d" * 16,
+                NOW,
+                f"seed-{name}",
+            )
+        )
     return rows
 
 
@@ -76,8 +94,10 @@ def version(spark: SparkSession, lake: str, name: str) -> int:
 
 
 def statuses(spark: SparkSession, lake: str) -> dict[tuple[str, str], tuple]:
-    return {(r["image_id"], r["pack_id"]): (r["status"], r["reason"], r["face_count"], r["jurisdiction_tags"])
-            for r in read_table(spark, lake, "face_status").collect()}
+    return {
+        (r["image_id"], r["pack_id"]): (r["status"], r["reason"], r["face_count"], r["jurisdiction_tags"])
+        for r in read_table(spark, lake, "face_status").collect()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +119,13 @@ def images() -> dict[str, tuple[bytes, list[str], str | None]]:
 
 
 @pytest.fixture(scope="module")
-def embedded(spark: SparkSession, spark_config: FacelakeConfig, pack_dir: Path, images: dict,
-             tmp_path_factory: pytest.TempPathFactory) -> dict:
+def embedded(
+    spark: SparkSession,
+    spark_config: FacelakeConfig,
+    pack_dir: Path,
+    images: dict,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict:
     """The tiny lake embedded once (one image per Arrow batch, so each task sees several batches)."""
     lake = str(tmp_path_factory.mktemp("embedded") / "lake")
     config = spark_config.replace(lake=lake, model_pack=str(pack_dir), models_dir=None)
@@ -108,8 +133,14 @@ def embedded(spark: SparkSession, spark_config: FacelakeConfig, pack_dir: Path, 
     report = embed(spark, config, RunContext(job="embed"), EmbedOptions(images_per_batch=1))
     ids = {name: sha(data) for name, (data, _, _) in images.items()}
     faces = read_table(spark, lake, "faces").collect()
-    return {"lake": lake, "config": config, "report": report, "ids": ids, "faces": faces,
-            "pack": models.inspect_pack(pack_dir)}
+    return {
+        "lake": lake,
+        "config": config,
+        "report": report,
+        "ids": ids,
+        "faces": faces,
+        "pack": models.inspect_pack(pack_dir),
+    }
 
 
 def copy_lake(embedded: dict, tmp_path: Path) -> tuple[str, FacelakeConfig]:
@@ -118,7 +149,9 @@ def copy_lake(embedded: dict, tmp_path: Path) -> tuple[str, FacelakeConfig]:
     return lake, embedded["config"].replace(lake=lake)
 
 
-def test_faces_rows_are_schema_exact_deterministic_and_normalised(spark: SparkSession, embedded: dict) -> None:
+def test_faces_rows_are_schema_exact_deterministic_and_normalised(
+    spark: SparkSession, embedded: dict
+) -> None:
     lake, pack, ids = embedded["lake"], embedded["pack"], embedded["ids"]
     assert schema_differences(read_table(spark, lake, "faces").schema, schema_of("faces")) == []
     faces = {(r["image_id"], r["face_index"]): r for r in embedded["faces"]}
@@ -135,10 +168,16 @@ def test_faces_rows_are_schema_exact_deterministic_and_normalised(spark: SparkSe
         assert all(x1 <= x <= x2 for x in xs) and all(y1 <= y <= y2 for y in ys)
         assert r["embedded_at"] is not None and r["run_id"]
     # Boxes where the faces are, in image pixels (the 800x600 image went through the detector at scale 0.8).
-    assert sorted(list(faces[(ids["two"], i)]["bbox"]) for i in (0, 1)) == [[128, 96, 192, 160], [448, 288, 512, 352]]
+    assert sorted(list(faces[(ids["two"], i)]["bbox"]) for i in (0, 1)) == [
+        [128, 96, 192, 160],
+        [448, 288, 512, 352],
+    ]
     assert list(faces[(ids["one"], 0)]["bbox"]) == pytest.approx([360, 280, 440, 360], abs=1e-3)
     assert faces[(ids["two"], 0)]["det_score"] >= faces[(ids["two"], 1)]["det_score"]
-    assert faces[(ids["two"], 0)]["jurisdiction_tags"] == ["uk"] and faces[(ids["one"], 0)]["jurisdiction_tags"] == []
+    assert (
+        faces[(ids["two"], 0)]["jurisdiction_tags"] == ["uk"]
+        and faces[(ids["one"], 0)]["jurisdiction_tags"] == []
+    )
     # Different faces, different embeddings (the two in "two" share their layout, hence the loose bound).
     e = [np.asarray(r["embedding"]) for r in faces.values()]
     assert max(float(e[i] @ e[j]) for i in range(3) for j in range(i + 1, 3)) < 0.9
@@ -164,8 +203,13 @@ def test_one_status_row_per_canonical_image_with_reasons(spark: SparkSession, em
     assert row["pack_sha256"] == models.pack_sha256(pack.files)
     assert (row["det_size"], row["det_thresh"]) == ("640x640", 0.5)
     report = embedded["report"]
-    assert (report["images_pending"], report["images_ok"], report["images_no_face"], report["images_failed"],
-            report["faces_inserted"]) == (4, 2, 1, 1, 3)
+    assert (
+        report["images_pending"],
+        report["images_ok"],
+        report["images_no_face"],
+        report["images_failed"],
+        report["faces_inserted"],
+    ) == (4, 2, 1, 1, 3)
 
 
 def test_fixed_batch_recognizer_and_fixed_size_detector_embed_like_the_dynamic_pack(
@@ -227,16 +271,24 @@ def test_new_pack_reembeds_everything_then_old_pack_can_be_dropped(
     with pytest.raises(IncompletePackError, match="4 canonical image"):
         drop_other_packs(spark, lake, new.pack_id, RunContext(job="embed"))
     faces_before = version(spark, lake, "faces")
-    report = embed(spark, config.replace(model_pack=str(new_dir)), RunContext(job="embed"),
-                   EmbedOptions(drop_other_packs=True))
-    assert report["pack_id"] == new.pack_id and report["images_pending"] == 4 and report["faces_inserted"] == 3
+    report = embed(
+        spark,
+        config.replace(model_pack=str(new_dir)),
+        RunContext(job="embed"),
+        EmbedOptions(drop_other_packs=True),
+    )
+    assert (
+        report["pack_id"] == new.pack_id and report["images_pending"] == 4 and report["faces_inserted"] == 3
+    )
     assert (report["faces_dropped"], report["face_status_dropped"]) == (3, 4)
     assert report["max_pack_loads_per_worker"] == 1  # the new pack, once per worker too
     assert {r["pack_id"] for r in read_table(spark, lake, "faces").collect()} == {new.pack_id}
     assert {k[1] for k in statuses(spark, lake)} == {new.pack_id}
     assert len(statuses(spark, lake)) == 4
     # The old pack's rows stay readable by time travel (a pack change is not an erasure).
-    assert {r["pack_id"] for r in read_table(spark, lake, "faces", version=faces_before).collect()} == {old.pack_id}
+    assert {r["pack_id"] for r in read_table(spark, lake, "faces", version=faces_before).collect()} == {
+        old.pack_id
+    }
 
 
 def test_changed_tags_are_refreshed_and_suppressed_content_is_skipped(
@@ -246,12 +298,19 @@ def test_changed_tags_are_refreshed_and_suppressed_content_is_skipped(
     ids = embedded["ids"]
     # A retag made "one" UK after it was embedded; a new image arrived whose content was since erased.
     one = read_table(spark, lake, "images").where(f"image_id = '{ids['one']}'")
-    upsert_rows(spark, lake, "images", one.withColumn("jurisdiction_tags", F.array(F.lit("uk"))),
-                update_columns=("jurisdiction_tags",), run=RunContext(job="retag"))
+    upsert_rows(
+        spark,
+        lake,
+        "images",
+        one.withColumn("jurisdiction_tags", F.array(F.lit("uk"))),
+        update_columns=("jurisdiction_tags",),
+        run=RunContext(job="retag"),
+    )
     late = encode(face_image([(320, 240)], (640, 480), seed=9))
     write_images(spark, lake, {"late": (late, [], None)})
-    suppression = spark.createDataFrame([(sha("sha256" + sha(late)), "sha256", sha(late), "e1", NOW)],
-                                        schema_of("suppression"))
+    suppression = spark.createDataFrame(
+        [(sha("sha256" + sha(late)), "sha256", sha(late), "e1", NOW)], schema_of("suppression")
+    )
     merge_new_rows(spark, lake, "suppression", suppression, RunContext(job="erasure"))
     report = embed(spark, config, RunContext(job="embed"))
     assert report["images_pending"] == 0
@@ -265,8 +324,20 @@ def test_changed_tags_are_refreshed_and_suppressed_content_is_skipped(
 
 def test_cli_main_runs_the_job(embedded: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lake, config = copy_lake(embedded, tmp_path)
-    code = main(["--lake", lake, "--model-pack", config.model_pack, "--spark-master", "local[2]",
-                 "--shuffle-partitions", "2", "--det-size", "640"])
+    code = main(
+        [
+            "--lake",
+            lake,
+            "--model-pack",
+            config.model_pack,
+            "--spark-master",
+            "local[2]",
+            "--shuffle-partitions",
+            "2",
+            "--det-size",
+            "640",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert embedded["pack"].pack_id in out and "images_pending=0" in out
@@ -276,7 +347,12 @@ def test_both_suites_recorded_in_one_dq_results_commit(spark: SparkSession, embe
     lake = embedded["lake"]
     results = read_table(spark, lake, "dq_results").collect()
     assert {r["suite"] for r in results} == {"faces", "face_status"} and all(r["success"] for r in results)
-    merges = DeltaTable.forPath(spark, table_uri(lake, "dq_results")).history().where("operation = 'MERGE'").count()
+    merges = (
+        DeltaTable.forPath(spark, table_uri(lake, "dq_results"))
+        .history()
+        .where("operation = 'MERGE'")
+        .count()
+    )
     assert merges == 1
 
 
@@ -292,7 +368,9 @@ def test_a_failed_expectation_publishes_nothing_and_is_recorded(
     wrong_dim = publish_gate(spark, config, run, embedding_dim=16)  # the pack embeds in 512-d
     with pytest.raises(QualityGateError, match="embedding_dim"):
         embed(spark, config, run, gate=wrong_dim)
-    assert read_table(spark, lake, "faces").count() == 0 and read_table(spark, lake, "face_status").count() == 0
+    assert (
+        read_table(spark, lake, "faces").count() == 0 and read_table(spark, lake, "face_status").count() == 0
+    )
     results = read_table(spark, lake, "dq_results").collect()
     assert {r["suite"] for r in results} == {"faces"}  # face_status was not checked after faces failed
     assert any(not r["success"] and "embedding_dim" in r["expectation_id"] for r in results)
@@ -313,8 +391,9 @@ def test_content_erased_while_the_gate_runs_is_not_written(
     def gate_then_erase(suite: str, rows) -> None:
         real_gate(suite, rows)
         if suite == "face_status":  # both suites passed; an erasure of "one" commits before the MERGEs
-            suppression = spark.createDataFrame([(sha("sha256" + one), "sha256", one, "e1", NOW)],
-                                                schema_of("suppression"))
+            suppression = spark.createDataFrame(
+                [(sha("sha256" + one), "sha256", one, "e1", NOW)], schema_of("suppression")
+            )
             merge_new_rows(spark, lake, "suppression", suppression, RunContext(job="erasure"))
 
     embed(spark, config, run, gate=gate_then_erase)

@@ -30,7 +30,9 @@ from jobs.faces.testpack import GENERATED_DETECTOR, GENERATED_RECOGNIZER, build_
 
 INSIGHTFACE_IMAGES = Path(__import__("insightface").__file__).parent / "data" / "images"
 REAL_DET = models.shared_models_dir() / "det_500m" / "det_500m.onnx"
-needs_real_det = pytest.mark.skipif(not REAL_DET.is_file(), reason=f"real detector not available at {REAL_DET}")
+needs_real_det = pytest.mark.skipif(
+    not REAL_DET.is_file(), reason=f"real detector not available at {REAL_DET}"
+)
 # What the real det_500m finds in insightface's group photo t1.jpg at det_size 640 (same for thresholds 0.3-0.7).
 T1_FACES_DET_500M = 6
 
@@ -57,15 +59,18 @@ def fixed_loaded(fixed_dir: Path) -> runtime.LoadedPack:
     return runtime.load_pack(inspect_pack(fixed_dir, generated=True), RuntimeSettings(threads=1))
 
 
-def face_image(centres: list[tuple[int, int]], size: tuple[int, int] = (640, 480), seed: int = 0) -> np.ndarray:
+def face_image(
+    centres: list[tuple[int, int]], size: tuple[int, int] = (640, 480), seed: int = 0
+) -> np.ndarray:
     """BGR grey image with a bright textured 32x32 square (a "face" for the generated detector) per centre."""
     w, h = size
     img = np.full((h, w, 3), 100, np.uint8)
     rng = np.random.default_rng(seed)
     for x, y in centres:
         # A coarse pattern of its own (4x4 blocks of 8 px) so different faces embed differently.
-        img[y - 16:y + 16, x - 16:x + 16] = np.kron(rng.integers(150, 256, (4, 4, 3), dtype=np.uint8),
-                                                     np.ones((8, 8, 1), np.uint8))
+        img[y - 16 : y + 16, x - 16 : x + 16] = np.kron(
+            rng.integers(150, 256, (4, 4, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)
+        )
     return img
 
 
@@ -82,8 +87,14 @@ def near_duplicate(img_bgr: np.ndarray, scale: float = 0.8, quality: int = 85) -
 
 
 def inside(points: np.ndarray, box: np.ndarray) -> bool:
-    return bool(((points[:, 0] >= box[0]) & (points[:, 0] <= box[2]) & (points[:, 1] >= box[1])
-                 & (points[:, 1] <= box[3])).all())
+    return bool(
+        (
+            (points[:, 0] >= box[0])
+            & (points[:, 0] <= box[2])
+            & (points[:, 1] >= box[1])
+            & (points[:, 1] <= box[3])
+        ).all()
+    )
 
 
 # ------------------------------------------------------------------------------------ generated pack
@@ -107,10 +118,20 @@ def test_generated_graphs_have_the_real_models_inputs_and_outputs(pack_dir: Path
     dims = [d.dim_value or d.dim_param for d in det.graph.input[0].type.tensor_type.shape.dim]
     assert det.graph.input[0].name == "input.1" and dims == [1, 3, "?", "?"]
     assert len(det.graph.output) == 9
-    assert [o.type.tensor_type.shape.dim[1].dim_value for o in det.graph.output] == [1] * 3 + [4] * 3 + [10] * 3
+    assert [o.type.tensor_type.shape.dim[1].dim_value for o in det.graph.output] == [1] * 3 + [4] * 3 + [
+        10
+    ] * 3
     rec = onnx.load(str(pack_dir / GENERATED_RECOGNIZER))
-    assert [d.dim_value or d.dim_param for d in rec.graph.input[0].type.tensor_type.shape.dim] == ["None", 3, 112, 112]
-    assert [d.dim_value or d.dim_param for d in rec.graph.output[0].type.tensor_type.shape.dim] == ["None", 512]
+    assert [d.dim_value or d.dim_param for d in rec.graph.input[0].type.tensor_type.shape.dim] == [
+        "None",
+        3,
+        112,
+        112,
+    ]
+    assert [d.dim_value or d.dim_param for d in rec.graph.output[0].type.tensor_type.shape.dim] == [
+        "None",
+        512,
+    ]
 
 
 def test_insightface_routes_the_generated_pack_to_scrfd_and_arcface(loaded: runtime.LoadedPack) -> None:
@@ -122,8 +143,17 @@ def test_insightface_routes_the_generated_pack_to_scrfd_and_arcface(loaded: runt
     assert loaded.recognizer.input_size == (112, 112) and loaded.recognizer.input_mean == 127.5
     # At 640x640, SCRFD-0.5GF's declared output shapes: 2 anchors per location at strides 8, 16, 32.
     outputs = loaded.detector.session.run(None, {"input.1": np.zeros((1, 3, 640, 640), np.float32)})
-    assert [o.shape for o in outputs] == [(12800, 1), (3200, 1), (800, 1), (12800, 4), (3200, 4), (800, 4),
-                                          (12800, 10), (3200, 10), (800, 10)]
+    assert [o.shape for o in outputs] == [
+        (12800, 1),
+        (3200, 1),
+        (800, 1),
+        (12800, 4),
+        (3200, 4),
+        (800, 4),
+        (12800, 10),
+        (3200, 10),
+        (800, 10),
+    ]
 
 
 @needs_real_det
@@ -132,8 +162,17 @@ def test_generated_detector_outputs_match_the_real_det_500m() -> None:
     ours = testpack.generated_detector_model()
     assert [i.name for i in ours.graph.input] == [i.name for i in real.graph.input]
     real_shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in real.graph.output]
-    assert real_shapes == [[12800, 1], [3200, 1], [800, 1], [12800, 4], [3200, 4], [800, 4], [12800, 10], [3200, 10],
-            [800, 10]]
+    assert real_shapes == [
+        [12800, 1],
+        [3200, 1],
+        [800, 1],
+        [12800, 4],
+        [3200, 4],
+        [800, 4],
+        [12800, 10],
+        [3200, 10],
+        [800, 10],
+    ]
 
 
 def test_generated_detector_fires_where_the_face_is_through_insightface_post_processing(
@@ -172,9 +211,14 @@ def test_embeddings_are_normalised_near_duplicates_close_distinct_far(loaded: ru
     t1 = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"))
     hanks = cv2.imread(str(INSIGHTFACE_IMAGES / "Tom_Hanks_54745.png"))
     synthetic = face_image([(320, 256)], seed=1)
-    items = [("t1", encode(t1, "JPEG", quality=95)), ("t1-near", near_duplicate(t1)),
-             ("hanks", encode(hanks)), ("hanks-near", near_duplicate(hanks, 0.9, 90)),
-             ("syn", encode(synthetic)), ("syn-near", near_duplicate(synthetic, 0.75, 80))]
+    items = [
+        ("t1", encode(t1, "JPEG", quality=95)),
+        ("t1-near", near_duplicate(t1)),
+        ("hanks", encode(hanks)),
+        ("hanks-near", near_duplicate(hanks, 0.9, 90)),
+        ("syn", encode(synthetic)),
+        ("syn-near", near_duplicate(synthetic, 0.75, 80)),
+    ]
     results = {r.image_id: r for r in analyse_images(loaded, items)}
     assert all(r.status is FaceStatus.OK for r in results.values())
     for r in results.values():
@@ -209,10 +253,18 @@ def test_faces_of_many_images_share_recognizer_calls(loaded: runtime.LoadedPack,
     assert calls == [4, 4]
 
 
-def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: runtime.LoadedPack, monkeypatch) -> None:
+def test_bad_images_are_marked_failed_or_no_face_never_raised(
+    loaded: runtime.LoadedPack, monkeypatch
+) -> None:
     good = encode(face_image([(320, 256)]))
-    items = [("corrupt", b"\xff\xd8\xff\xe0 not really a jpeg"), ("empty", b""), ("none", None),
-             ("blank", encode(np.full((200, 300, 3), 90, np.uint8))), ("huge", good), ("good", good)]
+    items = [
+        ("corrupt", b"\xff\xd8\xff\xe0 not really a jpeg"),
+        ("empty", b""),
+        ("none", None),
+        ("blank", encode(np.full((200, 300, 3), 90, np.uint8))),
+        ("huge", good),
+        ("good", good),
+    ]
     results = {r.image_id: r for r in analyse_images(loaded, items[:5], max_pixels=640 * 480 - 1)}
     results["good"] = analyse_images(loaded, items[5:])[0]
     assert {k: (r.status, r.reason) for k, r in results.items()} == {
@@ -235,7 +287,10 @@ def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: runtime.Lo
     monkeypatch.setattr(loaded.detector, "detect", broken_detect)
     odd = encode(np.full((111, 200, 3), 90, np.uint8))
     out = analyse_images(loaded, [("odd", odd), ("good", good)])
-    assert [(r.status, r.reason) for r in out] == [(FaceStatus.FAILED, FailureReason.DETECT_FAILED), (FaceStatus.OK, None)]
+    assert [(r.status, r.reason) for r in out] == [
+        (FaceStatus.FAILED, FailureReason.DETECT_FAILED),
+        (FaceStatus.OK, None),
+    ]
     real_feat = loaded.recognizer.get_feat
 
     def broken_feat(imgs):
@@ -245,12 +300,17 @@ def test_bad_images_are_marked_failed_or_no_face_never_raised(loaded: runtime.Lo
 
     monkeypatch.setattr(loaded.recognizer, "get_feat", broken_feat)
     dark_face = np.zeros((480, 640, 3), np.uint8)  # detected (monkeypatched) but its crop is all black
-    monkeypatch.setattr(loaded.detector, "detect", lambda img, *a, **k: real_detect(img if img.any() else
-                        face_image([(320, 256)]), *a, **k))
+    monkeypatch.setattr(
+        loaded.detector,
+        "detect",
+        lambda img, *a, **k: real_detect(img if img.any() else face_image([(320, 256)]), *a, **k),
+    )
     out = analyse_images(loaded, [("good", good), ("dark", encode(dark_face)), ("good2", good)])
     assert [(r.image_id, r.status, r.reason) for r in out] == [
-        ("good", FaceStatus.OK, None), ("dark", FaceStatus.FAILED, FailureReason.EMBED_FAILED),
-        ("good2", FaceStatus.OK, None)]
+        ("good", FaceStatus.OK, None),
+        ("dark", FaceStatus.FAILED, FailureReason.EMBED_FAILED),
+        ("good2", FaceStatus.OK, None),
+    ]
 
 
 # ---------------------------------------------------------------------------- fixed batch and input size
@@ -406,7 +466,11 @@ def test_a_buffalo_style_folder_ignores_models_facelake_does_not_use(tmp_path: P
         graph = helper.make_graph([helper.make_node("Identity", ["data"], ["out"])], "g", [x], [y])
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(folder / name))
     pack = resolve_pack("buffalo_x", str(tmp_path), download=False)
-    assert (pack.name, pack.detector.file, pack.recognizer.file) == ("buffalo_x", "det_10g.onnx", "w600k_r50.onnx")
+    assert (pack.name, pack.detector.file, pack.recognizer.file) == (
+        "buffalo_x",
+        "det_10g.onnx",
+        "w600k_r50.onnx",
+    )
     assert resolve_pack(str(folder)).pack_id == pack.pack_id  # a folder path works too
     (folder / "w600k_r50.onnx").unlink()
     with pytest.raises(ModelPackError, match="no recognizer"):
@@ -424,8 +488,13 @@ def test_offline_a_named_pack_fails_with_instructions(tmp_path: Path, monkeypatc
         resolve_pack("buffalo_l", str(tmp_path / "models"), insightface_root=str(tmp_path / "if"))
     message = str(err.value)
     assert "could not download" in message and "ConnectionError" in message
-    for hint in ("FACELAKE_MODELS_DIR", "det_10g.onnx", "w600k_r50.onnx", str(tmp_path / "models" / "buffalo_l"),
-                 "--model-pack"):
+    for hint in (
+        "FACELAKE_MODELS_DIR",
+        "det_10g.onnx",
+        "w600k_r50.onnx",
+        str(tmp_path / "models" / "buffalo_l"),
+        "--model-pack",
+    ):
         assert hint in message
     assert isinstance(err.value, FileNotFoundError)  # the CLI prints it as one line
 
@@ -463,7 +532,11 @@ def test_threads_cap_every_onnxruntime_session(pack_dir: Path) -> None:
     assert [compute_threads(c, t) for c, t in ((2, 2), (8, 2), (2, 5), (1, 1), (16, 3))] == [1, 4, 1, 1, 5]
     loaded = runtime.load_pack(inspect_pack(pack_dir), RuntimeSettings(threads=2))
     loaded.detector.detect(np.full((100, 100, 3), 90, np.uint8))  # creates SCRFD's 640x640 session
-    sessions = [loaded.recognizer.session, loaded.detector.session, *loaded.detector.resolution_sessions.values()]
+    sessions = [
+        loaded.recognizer.session,
+        loaded.detector.session,
+        *loaded.detector.resolution_sessions.values(),
+    ]
     assert len(sessions) == 3
     for s in sessions:
         options = s.get_session_options()
@@ -472,11 +545,15 @@ def test_threads_cap_every_onnxruntime_session(pack_dir: Path) -> None:
 
 def test_providers_fall_back_to_cpu() -> None:
     assert select_providers(("CUDAExecutionProvider", "CPUExecutionProvider"), ["CPUExecutionProvider"]) == (
-        "CPUExecutionProvider",)
-    assert select_providers(("CUDAExecutionProvider",), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
-        "CUDAExecutionProvider", "CPUExecutionProvider")
+        "CPUExecutionProvider",
+    )
+    assert select_providers(
+        ("CUDAExecutionProvider",), ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    ) == ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert select_providers(("auto",), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
-        "CUDAExecutionProvider", "CPUExecutionProvider")
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    )
     assert select_providers((), ["CPUExecutionProvider"]) == ("CPUExecutionProvider",)
     with pytest.raises(ValueError, match="multiples of 32"):
         RuntimeSettings(det_size=(600, 600))
@@ -490,7 +567,9 @@ def test_real_det_500m_finds_the_faces_of_t1() -> None:
     from insightface.model_zoo import get_model
     from insightface.model_zoo.scrfd import SCRFD
 
-    detector = get_model(str(REAL_DET), providers=["CPUExecutionProvider"], sess_options=runtime.session_options(1))
+    detector = get_model(
+        str(REAL_DET), providers=["CPUExecutionProvider"], sess_options=runtime.session_options(1)
+    )
     assert isinstance(detector, SCRFD)
     detector.prepare(-1, input_size=(640, 640), det_thresh=0.5)
     img = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"))
@@ -511,7 +590,9 @@ def test_mixed_pack_real_detector_generated_recognizer_end_to_end(tmp_path: Path
     assert pack.recognizer.sha256 == inspect_pack(pack_dir).recognizer.sha256
     loaded = runtime.load_pack(pack, RuntimeSettings())
     t1 = cv2.imread(str(INSIGHTFACE_IMAGES / "t1.jpg"))
-    original, near = analyse_images(loaded, [("t1", encode(t1, "JPEG", quality=95)), ("near", near_duplicate(t1))])
+    original, near = analyse_images(
+        loaded, [("t1", encode(t1, "JPEG", quality=95)), ("near", near_duplicate(t1))]
+    )
     assert original.status is FaceStatus.OK and len(original.faces) == T1_FACES_DET_500M
     assert len(near.faces) == T1_FACES_DET_500M
     scores = [f.det_score for f in original.faces]
@@ -522,9 +603,15 @@ def test_mixed_pack_real_detector_generated_recognizer_end_to_end(tmp_path: Path
     # Same person in the near duplicate (matched by box centre) embeds close; other people do not.
     centres = np.array([(f.bbox[:2] + f.bbox[2:]) / 2 for f in near.faces]) / 0.8
     for face in original.faces:
-        match = near.faces[int(np.argmin(np.linalg.norm(centres - (face.bbox[:2] + face.bbox[2:]) / 2, axis=1)))]
+        match = near.faces[
+            int(np.argmin(np.linalg.norm(centres - (face.bbox[:2] + face.bbox[2:]) / 2, axis=1)))
+        ]
         assert float(face.embedding @ match.embedding) > 0.9
-    others = [float(a.embedding @ b.embedding) for i, a in enumerate(original.faces) for b in original.faces[i + 1:]]
+    others = [
+        float(a.embedding @ b.embedding)
+        for i, a in enumerate(original.faces)
+        for b in original.faces[i + 1 :]
+    ]
     assert max(others) < 0.9
 
 

@@ -78,7 +78,13 @@ def test_banding_join_equals_brute_force(spark: SparkSession, threshold: int) ->
 
 def test_canonical_is_largest_then_earliest_then_id() -> None:
     t0, t1 = datetime(2026, 1, 1), datetime(2026, 2, 1)
-    members = [Member("a", 100, t1), Member("b", 400, t1), Member("c", 400, t0), Member("d", 50, t0), Member("e", 10, t0)]
+    members = [
+        Member("a", 100, t1),
+        Member("b", 400, t1),
+        Member("c", 400, t0),
+        Member("d", 50, t0),
+        Member("e", 10, t0),
+    ]
     out = assign_canonicals(members, [("a", "b"), ("b", "c"), ("d", "a")])
     assert out == {"a": "c", "b": "c", "c": "c", "d": "c", "e": "e"}
     # Input order does not matter.

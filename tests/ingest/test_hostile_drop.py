@@ -36,7 +36,9 @@ class _Collect(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def hostile(spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def hostile(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     """The hostile corpus ingested once (with one host on the suppression list), plus the run's log lines."""
     root = tmp_path_factory.mktemp("hostile")
     corpus = build_hostile_drop(root)
@@ -45,9 +47,13 @@ def hostile(spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory:
         lake=lake, drop=str(corpus.drop), max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS
     )
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    merge_new_rows(spark, lake, "suppression",
-                   spark.createDataFrame([("h1", "host", SUPPRESSED_HOST, "e1", now)], schema_of("suppression")),
-                   RunContext(job="test"))
+    merge_new_rows(
+        spark,
+        lake,
+        "suppression",
+        spark.createDataFrame([("h1", "host", SUPPRESSED_HOST, "e1", now)], schema_of("suppression")),
+        RunContext(job="test"),
+    )
     handler = _Collect()
     root_logger, facelake_logger = logging.getLogger(), logging.getLogger("facelake")
     level = facelake_logger.level
@@ -59,7 +65,11 @@ def hostile(spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory:
         root_logger.removeHandler(handler)
         facelake_logger.setLevel(level)
     return {
-        "corpus": corpus, "lake": lake, "report": report, "log": handler.lines, "root": root,
+        "corpus": corpus,
+        "lake": lake,
+        "report": report,
+        "log": handler.lines,
+        "root": root,
         "sources": read_table(spark, lake, "image_sources").collect(),
         "manifest": read_table(spark, lake, "crawl_manifest").collect(),
         "quarantine": read_table(spark, lake, "quarantine").collect(),
@@ -79,11 +89,17 @@ def test_every_line_is_ingested_or_quarantined_with_its_reason(hostile: dict) ->
             got[line_no] = OK
         else:
             got[line_no] = SUPPRESSED
-    wrong = {n: (corpus.classes[n], corpus.expected[n], got[n]) for n in corpus.expected if got[n] != corpus.expected[n]}
+    wrong = {
+        n: (corpus.classes[n], corpus.expected[n], got[n])
+        for n in corpus.expected
+        if got[n] != corpus.expected[n]
+    }
     assert not wrong
     report = hostile["report"]
     assert report.counts["manifest_lines"] == len(corpus.expected)
-    assert report.counts["quarantined"] == sum(1 for e in corpus.expected.values() if e not in (OK, SUPPRESSED))
+    assert report.counts["quarantined"] == sum(
+        1 for e in corpus.expected.values() if e not in (OK, SUPPRESSED)
+    )
     assert report.counts["suppressed"] == sum(1 for e in corpus.expected.values() if e == SUPPRESSED)
 
 
@@ -92,7 +108,11 @@ def test_hosts_are_normalised_and_tagged_like_a_browser_resolves_them(hostile: d
     by_line = {r["line_no"]: r for r in hostile["sources"]}
     for line_no, uk in corpus.uk.items():
         row = by_line[line_no]
-        assert row["source_host"] and row["source_host"].isascii() and row["source_host"] == row["source_host"].lower()
+        assert (
+            row["source_host"]
+            and row["source_host"].isascii()
+            and row["source_host"] == row["source_host"].lower()
+        )
         assert ("uk" in row["jurisdiction_tags"]) is uk, corpus.classes[line_no]
 
 

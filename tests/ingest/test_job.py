@@ -29,13 +29,16 @@ def _key(drop: Path) -> dict:
 def _drop_config(config: FacelakeConfig, drop: Path) -> FacelakeConfig:
     limits = _key(drop)["limits"]
     return config.replace(
-        drop=str(drop), max_image_bytes=limits["byte_limit_for_tests"], max_image_pixels=limits["pixel_limit_for_tests"]
+        drop=str(drop),
+        max_image_bytes=limits["byte_limit_for_tests"],
+        max_image_pixels=limits["pixel_limit_for_tests"],
     )
 
 
 def _versions(spark: SparkSession, lake: str) -> dict[str, int]:
     return {
-        name: DeltaTable.forPath(spark, table_uri(lake, name)).history(1).first()["version"] for name in WRITE_ORDER
+        name: DeltaTable.forPath(spark, table_uri(lake, name)).history(1).first()["version"]
+        for name in WRITE_ORDER
     }
 
 
@@ -53,8 +56,16 @@ def ingested(spark: SparkSession, spark_config: FacelakeConfig, sample_drop: Pat
     images = {r["image_id"]: r for r in read_table(spark, lake, "images").drop("content").collect()}
     sources = read_table(spark, lake, "image_sources").collect()
     quarantine = read_table(spark, lake, "quarantine").collect()
-    return {"lake": lake, "config": config, "report": report, "key": key, "images": images,
-            "sources": sources, "quarantine": quarantine, "lines": {ln["line_no"]: ln for ln in key["lines"]}}
+    return {
+        "lake": lake,
+        "config": config,
+        "report": report,
+        "key": key,
+        "images": images,
+        "sources": sources,
+        "quarantine": quarantine,
+        "lines": {ln["line_no"]: ln for ln in key["lines"]},
+    }
 
 
 def test_every_bad_line_and_file_is_quarantined_with_the_right_reason(ingested: dict) -> None:
@@ -127,7 +138,11 @@ def test_uk_image_seen_at_co_uk_and_resized_at_com_is_one_uk_canonical(ingested:
     alias = images[lines[scenario["near_dup_line"]]["file_sha256"]]
     assert alias["canonical_id"] == canonical["image_id"] == canonical["canonical_id"]
     assert canonical["jurisdiction_tags"] == ["uk"] and alias["jurisdiction_tags"] == ["uk"]
-    urls = {r["source_url"] for r in ingested["sources"] if r["image_id"] in (canonical["image_id"], alias["image_id"])}
+    urls = {
+        r["source_url"]
+        for r in ingested["sources"]
+        if r["image_id"] in (canonical["image_id"], alias["image_id"])
+    }
     assert {scenario["canonical_source_url"], scenario["near_dup_source_url"]} <= urls
     # The alias's own source is not UK: the tag comes from the union over the cluster.
     alias_source = next(r for r in ingested["sources"] if r["line_no"] == scenario["near_dup_line"])
@@ -150,7 +165,9 @@ def test_tags_are_the_union_over_each_cluster_per_answer_key(ingested: dict) -> 
 
 def test_written_tables_match_their_schemas(spark: SparkSession, ingested: dict) -> None:
     for name in WRITE_ORDER:
-        assert schema_differences(read_table(spark, ingested["lake"], name).schema, schema_of(name)) == [], name
+        assert schema_differences(read_table(spark, ingested["lake"], name).schema, schema_of(name)) == [], (
+            name
+        )
 
 
 def test_every_commit_names_its_run_drop_and_input_versions(spark: SparkSession, ingested: dict) -> None:
@@ -178,14 +195,18 @@ def test_drop_id_is_read_from_manifest_bytes(spark: SparkSession, sample_drop: P
     assert read_drop_id(spark, str(sample_drop)) == drop_id_for((sample_drop / "manifest.jsonl").read_bytes())
 
 
-def test_missing_manifest_is_a_clear_error(spark: SparkSession, config: FacelakeConfig, tmp_path: Path) -> None:
+def test_missing_manifest_is_a_clear_error(
+    spark: SparkSession, config: FacelakeConfig, tmp_path: Path
+) -> None:
     empty = tmp_path / "empty-drop"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no manifest.jsonl in drop"):
         ingest_drop(spark, config.replace(drop=str(empty)), RunContext(job="ingest"))
 
 
-def _mini_drop(sample_drop: Path, target: Path, lines: list[dict], extra_manifest: list[dict] | None = None) -> Path:
+def _mini_drop(
+    sample_drop: Path, target: Path, lines: list[dict], extra_manifest: list[dict] | None = None
+) -> Path:
     """A new drop reusing some sample files, with new manifest lines."""
     target.mkdir(parents=True)
     records = []
@@ -194,8 +215,13 @@ def _mini_drop(sample_drop: Path, target: Path, lines: list[dict], extra_manifes
         dst = target / ln["image_path"]
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-        records.append({"image_path": ln["image_path"], "source_url": ln["source_url"],
-                        "crawled_at": "2026-05-01T00:00:00Z"})
+        records.append(
+            {
+                "image_path": ln["image_path"],
+                "source_url": ln["source_url"],
+                "crawled_at": "2026-05-01T00:00:00Z",
+            }
+        )
     records += extra_manifest or []
     (target / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return target
@@ -205,13 +231,15 @@ def test_overlapping_drop_adds_only_new_sources(
     spark: SparkSession, ingested: dict, sample_drop: Path, tmp_path: Path
 ) -> None:
     ok = [ln for ln in ingested["key"]["lines"] if ln["expected"] == "ok"][:6]
-    renamed = [{**ln, "source_url": ln["source_url"].replace("https://", "https://mirror-") } for ln in ok[:3]]
+    renamed = [{**ln, "source_url": ln["source_url"].replace("https://", "https://mirror-")} for ln in ok[:3]]
     drop2 = _mini_drop(sample_drop, tmp_path / "drop2", renamed)
     lake = str(tmp_path / "lake")
     shutil.copytree(ingested["lake"], lake)
     images_before = _ids(spark, lake, "images", "image_id")
     sources_before = _ids(spark, lake, "image_sources", "source_id")
-    report = ingest_drop(spark, ingested["config"].replace(lake=lake, drop=str(drop2)), RunContext(job="ingest"))
+    report = ingest_drop(
+        spark, ingested["config"].replace(lake=lake, drop=str(drop2)), RunContext(job="ingest")
+    )
     assert report.inserted["images"] == 0 and report.counts["new_images"] == 0
     assert report.inserted["image_sources"] == 3
     assert _ids(spark, lake, "images", "image_id") == images_before
@@ -222,28 +250,54 @@ def test_suppressed_content_and_urls_are_not_ingested(
     spark: SparkSession, ingested: dict, sample_drop: Path, tmp_path: Path
 ) -> None:
     lines = ingested["lines"]
-    near = next(ln for ln in lines.values() if ln["near_dup_of_line"] and ln["expected"] == "ok"
-                and ln["transform"].startswith("resize"))
+    near = next(
+        ln
+        for ln in lines.values()
+        if ln["near_dup_of_line"] and ln["expected"] == "ok" and ln["transform"].startswith("resize")
+    )
     original = lines[near["near_dup_of_line"]]
     exact = next(ln for ln in lines.values() if ln["expected"] == "ok" and ln["kind"] == "unique_nonface")
-    by_url = next(ln for ln in lines.values() if ln["expected"] == "ok" and ln["kind"] == "unique_face"
-                  and ln["line_no"] not in (near["line_no"], original["line_no"]))
+    by_url = next(
+        ln
+        for ln in lines.values()
+        if ln["expected"] == "ok"
+        and ln["kind"] == "unique_face"
+        and ln["line_no"] not in (near["line_no"], original["line_no"])
+    )
     original_phash = ingested["images"][original["file_sha256"]]["phash"]
     now = datetime(2026, 1, 1, tzinfo=UTC)
     lake = str(tmp_path / "lake")
-    rows = [("s1", "sha256", exact["file_sha256"], "e1", now), ("s2", "phash", original_phash, "e1", now),
-            ("s3", "url_sha256", url_digest(by_url["source_url"].upper()), "e1", now)]
-    merge_new_rows(spark, lake, "suppression", spark.createDataFrame(rows, schema_of("suppression")),
-                   RunContext(job="test"))
+    rows = [
+        ("s1", "sha256", exact["file_sha256"], "e1", now),
+        ("s2", "phash", original_phash, "e1", now),
+        ("s3", "url_sha256", url_digest(by_url["source_url"].upper()), "e1", now),
+    ]
+    merge_new_rows(
+        spark,
+        lake,
+        "suppression",
+        spark.createDataFrame(rows, schema_of("suppression")),
+        RunContext(job="test"),
+    )
     report = ingest_drop(spark, ingested["config"].replace(lake=lake), RunContext(job="ingest"))
     images = _ids(spark, lake, "images", "image_id")
-    urls = _ids(spark, lake, "image_sources", "source_url") | _ids(spark, lake, "crawl_manifest", "source_url")
+    urls = _ids(spark, lake, "image_sources", "source_url") | _ids(
+        spark, lake, "crawl_manifest", "source_url"
+    )
     assert exact["file_sha256"] not in images
-    assert original["file_sha256"] not in images and near["file_sha256"] not in images  # near dup of suppressed
+    assert (
+        original["file_sha256"] not in images and near["file_sha256"] not in images
+    )  # near dup of suppressed
     assert by_url["source_url"] not in urls
-    suppressed_lines = [ln for ln in lines.values() if ln["expected"] == "ok" and (
-        ln["file_sha256"] in (exact["file_sha256"], original["file_sha256"], near["file_sha256"])
-        or ln["source_url"] == by_url["source_url"])]
+    suppressed_lines = [
+        ln
+        for ln in lines.values()
+        if ln["expected"] == "ok"
+        and (
+            ln["file_sha256"] in (exact["file_sha256"], original["file_sha256"], near["file_sha256"])
+            or ln["source_url"] == by_url["source_url"]
+        )
+    ]
     assert report.counts["suppressed"] >= len(suppressed_lines) >= 4
     assert len(images) < len(ingested["images"])
 
@@ -259,8 +313,12 @@ def test_a_crash_between_writes_is_repaired_by_the_rerun(
     # Never an image without its sources.
     assert _ids(spark, lake, "images", "image_id") <= _ids(spark, lake, "image_sources", "image_id")
     ingest_drop(spark, config, RunContext(job="ingest"))
-    for table, key in (("images", "image_id"), ("image_sources", "source_id"), ("quarantine", "quarantine_id"),
-                       ("crawl_manifest", "line_no")):
+    for table, key in (
+        ("images", "image_id"),
+        ("image_sources", "source_id"),
+        ("quarantine", "quarantine_id"),
+        ("crawl_manifest", "line_no"),
+    ):
         assert _ids(spark, lake, table, key) == _ids(spark, ingested["lake"], table, key), table
 
 
@@ -273,20 +331,29 @@ def test_retag_applies_a_changed_policy_without_the_drop(
     shutil.copytree(ingested["lake"], lake)
     # A policy change: the Isle of Man joins "uk" (a deliberate, test-only edit).
     policy = tmp_path / "policy.toml"
-    policy.write_text('version = "test-2"\n[tags.uk]\nhost_suffixes = ["uk", "im"]\ncountries = ["GB", "UK"]\n'
-                      'crawler_tags = ["uk"]\n')
+    policy.write_text(
+        'version = "test-2"\n[tags.uk]\nhost_suffixes = ["uk", "im"]\ncountries = ["GB", "UK"]\n'
+        'crawler_tags = ["uk"]\n'
+    )
     config = ingested["config"].replace(lake=lake, drop="/nonexistent", policy_file=str(policy))
     counts = retag(spark, config, RunContext(job="retag"))
     sources = read_table(spark, lake, "image_sources").collect()
-    im_lines = {r["line_no"] for r in sources if (r["source_host"] or "").endswith(".im")
-                or (r["page_host"] or "").endswith(".im")}
+    im_lines = {
+        r["line_no"]
+        for r in sources
+        if (r["source_host"] or "").endswith(".im") or (r["page_host"] or "").endswith(".im")
+    }
     assert im_lines, "the sample drop has .im sources"
     for r in sources:
         uk = ingested["lines"][r["line_no"]]["uk_expected"] or r["line_no"] in im_lines
         assert (r["jurisdiction_tags"] == ["uk"]) is uk
         assert r["policy_version"] == "test-2"
-    images = {r["image_id"]: r for r in read_table(spark, lake, "images").select(
-        "image_id", "canonical_id", "jurisdiction_tags").collect()}
+    images = {
+        r["image_id"]: r
+        for r in read_table(spark, lake, "images")
+        .select("image_id", "canonical_id", "jurisdiction_tags")
+        .collect()
+    }
     for r in sources:
         if r["line_no"] in im_lines:
             assert images[images[r["image_id"]]["canonical_id"]]["jurisdiction_tags"] == ["uk"]

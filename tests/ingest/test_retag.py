@@ -38,20 +38,25 @@ def versions(spark: SparkSession, lake: str, names=None) -> dict[str, int]:
 def com_policy(tmp_path: Path) -> Path:
     """A policy change (test-only): `.com` hosts count as UK too, and the version is bumped."""
     path = tmp_path / "policy.toml"
-    path.write_text('version = "test-com"\n[tags.uk]\nhost_suffixes = ["uk", "com"]\n'
-                    'countries = ["GB", "UK"]\ncrawler_tags = ["uk"]\n')
+    path.write_text(
+        'version = "test-com"\n[tags.uk]\nhost_suffixes = ["uk", "com"]\n'
+        'countries = ["GB", "UK"]\ncrawler_tags = ["uk"]\n'
+    )
     return path
 
 
 @pytest.fixture(scope="module")
-def embedded(spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def embedded(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
     """A small sample drop ingested and embedded with the generated test pack, once for this module."""
     root = tmp_path_factory.mktemp("retag")
     # 40 lines: untagged faces seen at .com hosts (one of them example.co.uk.evil.com), and few enough to embed fast.
     generate_sample_drop(root / "drop", n=40, seed=3)
     pack = models.build_generated_pack(root / models.GENERATED_PACK)
-    config = spark_config.replace(lake=str(root / "lake"), drop=str(root / "drop"), model_pack=str(pack),
-                                  models_dir=None)
+    config = spark_config.replace(
+        lake=str(root / "lake"), drop=str(root / "drop"), model_pack=str(pack), models_dir=None
+    )
     ingest_drop(spark, config, RunContext(job="ingest"))
     report = embed(spark, config, RunContext(job="embed"))
     assert report["faces_inserted"] > 0, report
@@ -62,24 +67,35 @@ def embedded(spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory
 def lake_copy(embedded: dict, tmp_path: Path) -> tuple[str, FacelakeConfig]:
     lake = str(tmp_path / "lake")
     shutil.copytree(embedded["lake"], lake)
-    return lake, embedded["config"].replace(lake=lake, drop="/nonexistent", policy_file=str(com_policy(tmp_path)))
+    return lake, embedded["config"].replace(
+        lake=lake, drop="/nonexistent", policy_file=str(com_policy(tmp_path))
+    )
 
 
 def embedded_image_turning_uk(spark: SparkSession, lake: str) -> str:
     """An untagged image with faces and a `.com` source: the `.com` policy makes it UK."""
-    com = (F.col("source_host").endswith(".com") | F.col("page_host").endswith(".com"))
+    com = F.col("source_host").endswith(".com") | F.col("page_host").endswith(".com")
     with_com = read_table(spark, lake, "image_sources").where(com).select("image_id")
-    untagged = read_table(spark, lake, "images").where("size(jurisdiction_tags) = 0 AND canonical_id = image_id")
+    untagged = read_table(spark, lake, "images").where(
+        "size(jurisdiction_tags) = 0 AND canonical_id = image_id"
+    )
     with_faces = read_table(spark, lake, "faces").select("image_id")
-    row = untagged.join(with_com, "image_id", "left_semi").join(with_faces, "image_id", "left_semi") \
-        .select("image_id").orderBy("image_id").first()
+    row = (
+        untagged.join(with_com, "image_id", "left_semi")
+        .join(with_faces, "image_id", "left_semi")
+        .select("image_id")
+        .orderBy("image_id")
+        .first()
+    )
     assert row is not None, "the drop has an untagged image with faces and a .com source"
     return row["image_id"]
 
 
 def tags_by_image(spark: SparkSession, lake: str) -> dict[str, list[str]]:
-    return {r["image_id"]: r["jurisdiction_tags"]
-            for r in read_table(spark, lake, "images").select("image_id", "jurisdiction_tags").collect()}
+    return {
+        r["image_id"]: r["jurisdiction_tags"]
+        for r in read_table(spark, lake, "images").select("image_id", "jurisdiction_tags").collect()
+    }
 
 
 def test_retag_refreshes_faces_and_face_status_tags_and_a_rerun_commits_nothing(
@@ -87,8 +103,10 @@ def test_retag_refreshes_faces_and_face_status_tags_and_a_rerun_commits_nothing(
 ) -> None:
     lake, config = lake_copy
     turning = embedded_image_turning_uk(spark, lake)
-    before = {name: read_table(spark, lake, name).select("image_id", "jurisdiction_tags").collect()
-              for name in ("faces", "face_status")}
+    before = {
+        name: read_table(spark, lake, name).select("image_id", "jurisdiction_tags").collect()
+        for name in ("faces", "face_status")
+    }
     run = RunContext(job="retag")
     counts = retag(spark, config, run)
 
@@ -102,14 +120,25 @@ def test_retag_refreshes_faces_and_face_status_tags_and_a_rerun_commits_nothing(
         stale = sum(r["jurisdiction_tags"] != images[r["image_id"]] for r in before[name])
         assert counts[f"{name}_retagged"] == stale > 0, name
     # All four publishes went through the expectations gate, under this run.
-    gated = {r["suite"] for r in read_table(spark, lake, "dq_results").where(F.col("run_id") == run.run_id)
-             .select("suite").distinct().collect()}
+    gated = {
+        r["suite"]
+        for r in read_table(spark, lake, "dq_results")
+        .where(F.col("run_id") == run.run_id)
+        .select("suite")
+        .distinct()
+        .collect()
+    }
     assert gated == {"image_sources", "images", "faces", "face_status"}
 
     # Same policy again: nothing changes, no table (dq_results included) gets a new version.
     settled = versions(spark, lake)
     again = retag(spark, config, RunContext(job="retag"))
-    assert again == {"sources_retagged": 0, "images_retagged": 0, "faces_retagged": 0, "face_status_retagged": 0}
+    assert again == {
+        "sources_retagged": 0,
+        "images_retagged": 0,
+        "faces_retagged": 0,
+        "face_status_retagged": 0,
+    }
     assert versions(spark, lake) == settled
 
 
@@ -120,8 +149,15 @@ def test_retag_of_suppressed_content_publishes_nothing(
     # An erasure put this content on the suppression list; its rows are not purged yet.
     image_id = embedded_image_turning_uk(spark, lake)
     entry = spark.createDataFrame(
-        [(hashlib.sha256(("sha256" + image_id).encode()).hexdigest(), "sha256", image_id, "erasure-0001",
-          datetime(2026, 1, 1, tzinfo=UTC))],
+        [
+            (
+                hashlib.sha256(("sha256" + image_id).encode()).hexdigest(),
+                "sha256",
+                image_id,
+                "erasure-0001",
+                datetime(2026, 1, 1, tzinfo=UTC),
+            )
+        ],
         schema_of("suppression"),
     )
     merge_new_rows(spark, lake, "suppression", entry, RunContext(job="erasure"))
@@ -144,8 +180,14 @@ def test_a_failing_faces_suite_stops_the_sources_and_images_too(
     # the faces suite refuses it, after image_sources and images have passed theirs.
     image_id = embedded_image_turning_uk(spark, lake)
     face = read_table(spark, lake, "faces").where(F.col("image_id") == image_id).limit(1)
-    upsert_rows(spark, lake, "faces", face.withColumn("embedding", F.transform("embedding", lambda x: x * 2)),
-                ("embedding",), RunContext(job="embed"))
+    upsert_rows(
+        spark,
+        lake,
+        "faces",
+        face.withColumn("embedding", F.transform("embedding", lambda x: x * 2)),
+        ("embedding",),
+        RunContext(job="embed"),
+    )
     published = versions(spark, lake, PUBLISHED)
     with pytest.raises(QualityGateError, match="embedding_norm"):
         retag(spark, config, RunContext(job="retag"))

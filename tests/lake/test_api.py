@@ -94,7 +94,11 @@ def test_history_names_the_run_that_made_each_version(history_lake: dict) -> Non
     assert (records[1]["job"], records[1]["run_id"]) == ("embed", first.run_id)
     assert records[1]["inputs"] == {"images_version": 3}
     assert records[1]["dag_run_id"] == "manual__2026-11-26T12:00:00"
-    assert (records[2]["run_id"], records[2]["inputs"], records[2]["rows_inserted"]) == (second.run_id, {"images_version": 4}, 1)
+    assert (records[2]["run_id"], records[2]["inputs"], records[2]["rows_inserted"]) == (
+        second.run_id,
+        {"images_version": 4},
+        1,
+    )
     assert (records[3]["job"], records[3]["rows_inserted"], records[3]["rows_updated"]) == ("retag", 1, 1)
     assert lake.last_version_by("faces", "embed") == 2
     assert lake.last_version_by("faces", "index") is None
@@ -106,8 +110,12 @@ def test_diff_finds_exactly_the_rows_changed(history_lake: dict, method: str) ->
     lake: Lake = history_lake["lake"]
     changes = lake.diff("faces", 1, 3, method=method)
     got = sorted((r.face_id, r[CHANGE_TYPE], round(r.det_score, 3)) for r in changes.collect())
-    assert got == [("b", "update_postimage", 0.5), ("b", "update_preimage", 0.9),
-                   ("d", "insert", 0.9), ("e-uk", "insert", 0.5)]
+    assert got == [
+        ("b", "update_postimage", 0.5),
+        ("b", "update_preimage", 0.9),
+        ("d", "insert", 0.9),
+        ("e-uk", "insert", 0.5),
+    ]
     assert lake.diff_counts("faces", 0, 2, method=method) == {"insert": 4, "update": 0, "delete": 0}
     assert lake.diff("faces", 2, 2, method=method).count() == 0
     # Every column comes back with the table's own types.
@@ -121,7 +129,10 @@ def test_diff_methods_agree_across_delete_and_restore(own_history_lake: dict, sp
         lake._delta("faces").delete("face_id = 'a'")  # 4
     lake.restore("faces", 2)  # 5: a back, b's score back, e gone
     for start, end in [(1, 4), (3, 5), (0, 5)]:
-        by_cdf, by_key = lake.diff("faces", start, end, method="cdf"), lake.diff("faces", start, end, method="key")
+        by_cdf, by_key = (
+            lake.diff("faces", start, end, method="cdf"),
+            lake.diff("faces", start, end, method="key"),
+        )
         assert_same_rows(by_cdf, by_key)
     assert lake.diff("faces", 2, 5).count() == 0  # restored exactly: no net change
     assert lake.diff_counts("faces", 3, 4) == {"insert": 0, "update": 0, "delete": 1}
@@ -164,21 +175,37 @@ def erase(spark: SparkSession, lake: Lake, predicate: str, erasure_id: str) -> d
     # Every file that held an erased row leaves the snapshot in the delete; purge exactly those.
     for gone in before_files - lake._files("faces", after):
         os.remove(gone.removeprefix("file:"))
-    audit = rows(spark, "erasure_audit", [{
-        "erasure_id": erasure_id, "mode": "execute", "status": "completed", "ticket_ref": "DPA-1",
-        "selector_kind": "jurisdiction", "table_versions": {"faces": after},
-        "first_readable_versions": {"faces": after}, "finished_at": NOW, "counts": {"faces": 1},
-    }])
+    audit = rows(
+        spark,
+        "erasure_audit",
+        [
+            {
+                "erasure_id": erasure_id,
+                "mode": "execute",
+                "status": "completed",
+                "ticket_ref": "DPA-1",
+                "selector_kind": "jurisdiction",
+                "table_versions": {"faces": after},
+                "first_readable_versions": {"faces": after},
+                "finished_at": NOW,
+                "counts": {"faces": 1},
+            }
+        ],
+    )
     merge_new_rows(spark, lake.root, "erasure_audit", audit, run)
     return {"before": before, "after": after}
 
 
-def test_purged_versions_fail_clearly_and_cannot_be_restored(own_history_lake: dict, spark: SparkSession) -> None:
+def test_purged_versions_fail_clearly_and_cannot_be_restored(
+    own_history_lake: dict, spark: SparkSession
+) -> None:
     lake: Lake = own_history_lake["lake"]
     versions = erase(spark, lake, "array_contains(jurisdiction_tags, 'uk')", "erasure-0001")
     assert versions == {"before": 3, "after": 4}
     # Version 3 held the erased face: unreadable, with a message naming the erasure and the way out.
-    with pytest.raises(PurgedVersionError, match=r"erasure erasure-0001 \(ticket DPA-1\).*first readable version is 4") as err:
+    with pytest.raises(
+        PurgedVersionError, match=r"erasure erasure-0001 \(ticket DPA-1\).*first readable version is 4"
+    ) as err:
         lake.table("faces", version=3)
     assert (err.value.erasure_id, err.value.first_readable) == ("erasure-0001", 4)
     assert "e-uk" not in str(err.value)
@@ -206,8 +233,9 @@ def test_vacuumed_versions_fail_clearly_without_an_erasure(spark: SparkSession, 
     assert table_uri(lake, "faces").endswith("/tables/faces")
 
 
-def test_history_and_restore_commands(own_history_lake: dict, spark: SparkSession,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_history_and_restore_commands(
+    own_history_lake: dict, spark: SparkSession, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from jobs.commands.cli import main
@@ -215,8 +243,10 @@ def test_history_and_restore_commands(own_history_lake: dict, spark: SparkSessio
     lake: Lake = own_history_lake["lake"]
     assert main(["history", "faces", "--lake", lake.root, "--json", "--limit", "2", *SESSION]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(r["version"], r["job"], r["inputs"]) for r in printed] == [(3, "retag", {"policy_version": "2"}),
-                                                                       (2, "embed", {"images_version": 4})]
+    assert [(r["version"], r["job"], r["inputs"]) for r in printed] == [
+        (3, "retag", {"policy_version": "2"}),
+        (2, "embed", {"images_version": 4}),
+    ]
     assert main(["restore", "faces", "2", "--lake", lake.root, *SESSION]) == 0
     assert "faces: version 3 -> 4 (restored to 2)" in capsys.readouterr().out
     erase(spark, lake, "face_id = 'a'", "erasure-0002")

@@ -36,7 +36,9 @@ def test_interval_hours() -> None:
 
 def test_properties_to_set() -> None:
     declared = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
-    assert properties_to_set(declared, {"delta.enableChangeDataFeed": "TRUE"}) == {"delta.enableDeletionVectors": "false"}
+    assert properties_to_set(declared, {"delta.enableChangeDataFeed": "TRUE"}) == {
+        "delta.enableDeletionVectors": "false"
+    }
     assert properties_to_set(declared, dict(declared)) == {}
 
 
@@ -69,7 +71,9 @@ def snapshot(lake: Lake) -> dict[str, dict[int, list]]:
     }
 
 
-def test_maintenance_keeps_results_and_time_travel_identical(spark: SparkSession, config: FacelakeConfig) -> None:
+def test_maintenance_keeps_results_and_time_travel_identical(
+    spark: SparkSession, config: FacelakeConfig
+) -> None:
     small_files_lake(spark, config.lake)
     lake = Lake(spark, config.lake)
     before = snapshot(lake)
@@ -102,15 +106,18 @@ def test_maintenance_keeps_results_and_time_travel_identical(spark: SparkSession
     assert again["faces"].optimize is None and again["faces"].files_after == 1
 
 
-def test_short_retention_vacuums_history_and_reapplies_properties(spark: SparkSession, config: FacelakeConfig) -> None:
+def test_short_retention_vacuums_history_and_reapplies_properties(
+    spark: SparkSession, config: FacelakeConfig
+) -> None:
     small_files_lake(spark, config.lake)
     lake = Lake(spark, config.lake)
     spark.sql(f"ALTER TABLE delta.`{lake.uri('faces')}` UNSET TBLPROPERTIES ('delta.logRetentionDuration')")
     old = lake.latest_version("faces")
     latest_rows = lake.table("faces").collect()
 
-    reports = maintain(spark, config.replace(vacuum_retention_hours=0.0), RunContext(job="maintain"),
-                       tables=["faces"])
+    reports = maintain(
+        spark, config.replace(vacuum_retention_hours=0.0), RunContext(job="maintain"), tables=["faces"]
+    )
 
     report = reports[0]
     assert report.properties_set == ["delta.logRetentionDuration"]
@@ -118,21 +125,30 @@ def test_short_retention_vacuums_history_and_reapplies_properties(spark: SparkSe
     assert props["delta.logRetentionDuration"] == "interval 30 days"
     assert report.files_vacuumed > 0
     assert sorted(map(tuple, lake.table("faces").collect())) == sorted(map(tuple, latest_rows))
-    with pytest.raises(PurgedVersionError, match=f"version {old} of table 'faces' is no longer readable.*VACUUM"):
+    with pytest.raises(
+        PurgedVersionError, match=f"version {old} of table 'faces' is no longer readable.*VACUUM"
+    ):
         lake.table("faces", version=old)
     # The retention check is back on for everyone else.
     assert spark.conf.get("spark.databricks.delta.retentionDurationCheck.enabled") == "true"
 
 
-def test_maintain_drops_personal_statistics_of_an_older_table(spark: SparkSession, config: FacelakeConfig) -> None:
+def test_maintain_drops_personal_statistics_of_an_older_table(
+    spark: SparkSession, config: FacelakeConfig
+) -> None:
     """A table created before schemas/ declared its stats columns: maintain sets them and rewrites its files'
     statistics, so no checkpoint or checksum written from then on holds a URL; older log files age out."""
     uri = ensure_table(spark, config.lake, "image_sources")
     spark.sql(f"ALTER TABLE delta.`{uri}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
     spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ('delta.checkpointInterval' = '1')")
     for batch in range(2):
-        merge_new_rows(spark, config.lake, "image_sources", marker_rows(spark, "image_sources", batch),
-                       RunContext(job="ingest"))
+        merge_new_rows(
+            spark,
+            config.lake,
+            "image_sources",
+            marker_rows(spark, "image_sources", batch),
+            RunContext(job="ingest"),
+        )
     lake = Lake(spark, config.lake)
     before = lake.latest_version("image_sources")
     assert any(file_holds_marker(p) for p in log_files(Path(uri)) if log_kind(p) == "checkpoint")

@@ -25,7 +25,9 @@ def leaks(lake: str) -> dict[str, list[str]]:
     return found
 
 
-def write_marker_lake(spark: SparkSession, lake: str, names: list[str], *, without_stats_property: bool) -> None:
+def write_marker_lake(
+    spark: SparkSession, lake: str, names: list[str], *, without_stats_property: bool
+) -> None:
     """Tables made by ensure_table, marker rows MERGEd in, a checkpoint at every commit (Delta's default: every 10th)."""
     for name in names:
         uri = ensure_table(spark, lake, name)

@@ -12,7 +12,14 @@ from pyspark.sql.types import ArrayType, BinaryType, FloatType, StringType, Time
 from jobs.lake.schemas import SCHEMA_DIR, schema_differences, schema_of, table_names, table_spec
 
 DESIGN_TABLES = {
-    "crawl_manifest", "images", "image_sources", "faces", "quarantine", "suppression", "erasure_audit", "dq_results",
+    "crawl_manifest",
+    "images",
+    "image_sources",
+    "faces",
+    "quarantine",
+    "suppression",
+    "erasure_audit",
+    "dq_results",
     "face_status",
 }
 
@@ -51,24 +58,59 @@ def test_contract_types() -> None:
 def test_schema_differences_reports_each_kind_of_mismatch() -> None:
     images = schema_of("images")
     assert schema_differences(images, images) == []
-    renamed = images.fromJson({**images.jsonValue(), "fields": [
-        {**f.jsonValue(), "name": "phash64" if f.name == "phash" else f.name} for f in images.fields]})
+    renamed = images.fromJson(
+        {
+            **images.jsonValue(),
+            "fields": [
+                {**f.jsonValue(), "name": "phash64" if f.name == "phash" else f.name} for f in images.fields
+            ],
+        }
+    )
     assert schema_differences(renamed, images) == ["missing column phash", "unexpected column phash64"]
-    loosened = images.fromJson({**images.jsonValue(), "fields": [
-        {**f.jsonValue(), "nullable": True} if f.name == "width" else f.jsonValue() for f in images.fields]})
+    loosened = images.fromJson(
+        {
+            **images.jsonValue(),
+            "fields": [
+                {**f.jsonValue(), "nullable": True} if f.name == "width" else f.jsonValue()
+                for f in images.fields
+            ],
+        }
+    )
     assert schema_differences(loosened, images) == ["width: nullable True != False"]
 
 
 # What issue #10 names as personal data; each must carry "personal": true wherever it appears.
-PERSONAL = {"source_url", "page_url", "source_host", "page_host", "image_path", "raw_line", "extra", "content",
-            "embedding", "landmarks", "bbox"}
+PERSONAL = {
+    "source_url",
+    "page_url",
+    "source_host",
+    "page_host",
+    "image_path",
+    "raw_line",
+    "extra",
+    "content",
+    "embedding",
+    "landmarks",
+    "bbox",
+}
 # Names that say "URL, path, raw input, free text, bytes or biometrics": never worth a statistic.
 NEVER_STATS = re.compile(
     r"(^|_)(url|path|host|raw|extra|content|embedding|landmarks|bbox|detail|kwargs|observed|ticket|requested)(_|$)"
 )
 # Delta keeps min/max only on these types; it refuses to list any other in the property.
-STATS_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.FloatType, T.DoubleType,
-               T.DecimalType, T.DateType, T.TimestampType, T.TimestampNTZType)
+STATS_TYPES = (
+    T.StringType,
+    T.IntegerType,
+    T.LongType,
+    T.ShortType,
+    T.ByteType,
+    T.FloatType,
+    T.DoubleType,
+    T.DecimalType,
+    T.DateType,
+    T.TimestampType,
+    T.TimestampNTZType,
+)
 
 
 @pytest.mark.parametrize("name", sorted(DESIGN_TABLES))
@@ -77,7 +119,9 @@ def test_log_statistics_only_on_declared_non_personal_columns(name: str) -> None
     fields = {f.name: f for f in spec.schema.fields}
     raw = {f["name"]: f for f in json.loads((SCHEMA_DIR / f"{name}.json").read_text())["fields"]}
     assert set(spec.personal) == {n for n, f in raw.items() if f.get("personal") is True}
-    assert {n for n in fields if n in PERSONAL} <= set(spec.personal), "URL/path/raw/bytes/biometric columns are personal"
+    assert {n for n in fields if n in PERSONAL} <= set(spec.personal), (
+        "URL/path/raw/bytes/biometric columns are personal"
+    )
     # Without the property Delta writes min/max of the first 32 columns (strings cut to 32 characters)
     # into every commit, checkpoint and checksum of _delta_log, for as long as the log is retained.
     assert "delta.dataSkippingStatsColumns" in spec.properties, "every table restricts its log statistics"

@@ -37,7 +37,9 @@ def test_config_spark_conf_wins() -> None:
 def test_delta_package_matches_installed_versions() -> None:
     import pyspark
 
-    assert delta_package() == f"io.delta:delta-spark_{'.'.join(pyspark.__version__.split('.')[:2])}_2.13:4.4.0"
+    assert (
+        delta_package() == f"io.delta:delta-spark_{'.'.join(pyspark.__version__.split('.')[:2])}_2.13:4.4.0"
+    )
 
 
 def test_java_17_or_newer_is_present() -> None:
@@ -55,7 +57,9 @@ def test_unresolved_cache_is_empty(tmp_path: Path) -> None:
     assert cached_jars(tmp_path) == []
 
 
-def test_session_is_local_with_delta_and_this_interpreter(spark: SparkSession, spark_config: FacelakeConfig) -> None:
+def test_session_is_local_with_delta_and_this_interpreter(
+    spark: SparkSession, spark_config: FacelakeConfig
+) -> None:
     conf = spark.sparkContext.getConf()
     assert spark.sparkContext.master == "local[2]"
     assert conf.get("spark.sql.extensions") == "io.delta.sql.DeltaSparkSessionExtension"

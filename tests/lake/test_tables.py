@@ -17,8 +17,20 @@ def _manifest_rows(spark: SparkSession, n: int, drop_id: str = "d" * 16):
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return spark.createDataFrame(
         [
-            (drop_id, i, f"images/{i}.jpg", f"https://example.com/{i}.jpg", None, now, "GB" if i % 2 else None,
-             ["uk"] if i % 2 else None, "forum", None, now, "run-1")
+            (
+                drop_id,
+                i,
+                f"images/{i}.jpg",
+                f"https://example.com/{i}.jpg",
+                None,
+                now,
+                "GB" if i % 2 else None,
+                ["uk"] if i % 2 else None,
+                "forum",
+                None,
+                now,
+                "run-1",
+            )
             for i in range(1, n + 1)
         ],
         schema_of("crawl_manifest"),
@@ -46,10 +58,17 @@ def test_time_travel_reads_an_older_version_back(spark: SparkSession, lake: str)
 
     DeltaTable.forPath(spark, uri).update("line_no = 2", {"platform": "'news'"})
     latest = {r["line_no"]: r["platform"] for r in read_table(spark, lake, "crawl_manifest").collect()}
-    before = {r["line_no"]: r["platform"] for r in read_table(spark, lake, "crawl_manifest", v_insert).collect()}
+    before = {
+        r["line_no"]: r["platform"] for r in read_table(spark, lake, "crawl_manifest", v_insert).collect()
+    }
     assert latest[2] == "news"
     assert before == {1: "forum", 2: "forum", 3: "forum", 4: "forum"}
-    assert schema_differences(read_table(spark, lake, "crawl_manifest", v_insert).schema, schema_of("crawl_manifest")) == []
+    assert (
+        schema_differences(
+            read_table(spark, lake, "crawl_manifest", v_insert).schema, schema_of("crawl_manifest")
+        )
+        == []
+    )
 
 
 def test_merge_is_idempotent_and_records_the_run(spark: SparkSession, lake: str) -> None:
@@ -74,6 +93,10 @@ def test_row_id_col_agrees_with_row_id(spark) -> None:
     from jobs.lake.tables import row_id_col
 
     rows = [("a", 1, None), ("é\x1f", 22, "x"), ("", None, "")]
-    got = [r[0] for r in spark.createDataFrame(rows, "s string, n int, o string")
-           .select(row_id_col("s", "n", "o")).collect()]
+    got = [
+        r[0]
+        for r in spark.createDataFrame(rows, "s string, n int, o string")
+        .select(row_id_col("s", "n", "o"))
+        .collect()
+    ]
     assert got == [row_id(*r) for r in rows]

@@ -40,15 +40,21 @@ def test_ingest_dag_param_form() -> None:
 def test_ingest_dag_runs_end_to_end(
     spark: SparkSession, config: FacelakeConfig, sample_drop: Path, tmp_path: Path
 ) -> None:
-    done = run_dag("facelake_ingest", {"drop": str(sample_drop), "lake": config.lake}, home=tmp_path / "airflow")
+    done = run_dag(
+        "facelake_ingest", {"drop": str(sample_drop), "lake": config.lake}, home=tmp_path / "airflow"
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     key = json.loads((sample_drop / "answer_key.json").read_text())
     assert read_table(spark, config.lake, "crawl_manifest").count() + read_table(
         spark, config.lake, "quarantine"
-    ).where("reason IN ('malformed_json', 'invalid_encoding', 'line_too_long', 'missing_field', 'invalid_field', "
-           "'path_escape')").count() == len(key["lines"])
+    ).where(
+        "reason IN ('malformed_json', 'invalid_encoding', 'line_too_long', 'missing_field', 'invalid_field', "
+        "'path_escape')"
+    ).count() == len(key["lines"])
     # The commit records which DAG run made it.
-    meta = json.loads(DeltaTable.forPath(spark, table_uri(config.lake, "crawl_manifest")).history(1).first()["userMetadata"])
+    meta = json.loads(
+        DeltaTable.forPath(spark, table_uri(config.lake, "crawl_manifest")).history(1).first()["userMetadata"]
+    )
     assert meta["job"] == "ingest"
     assert meta["dag_run_id"].startswith("manual__")
     # The embed task ran after ingest: every canonical image has a face status for the pack.

@@ -92,8 +92,12 @@ QUOTE = '{{ "%c"|format(39) }}'  # renders to a single quote: closes shlex.join'
     ],
 )
 def test_malicious_form_values_reach_the_job_as_exact_argv_elements(
-    airflow_db: None, recorded: Callable[[], list[dict]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    drop: str, lake: str | None,
+    airflow_db: None,
+    recorded: Callable[[], list[dict]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    drop: str,
+    lake: str | None,
 ) -> None:
     # Secrets a rendered template could read: neither may appear anywhere the job receives.
     monkeypatch.setenv("AIRFLOW_VAR_FACELAKE_SECRET", "variable-secret-value")
@@ -116,12 +120,17 @@ def test_malicious_form_values_reach_the_job_as_exact_argv_elements(
     # The job still learns which DAG run it belongs to (commit metadata), through the environment.
     assert [c["dag_run_id"] for c in calls] == [run.run_id] * 2
     # Each job runs in its own scratch directory, removed afterwards (as BashOperator's was).
-    assert all(Path(c["cwd"]).name.startswith("facelake-task-") and not Path(c["cwd"]).exists() for c in calls)
+    assert all(
+        Path(c["cwd"]).name.startswith("facelake-task-") and not Path(c["cwd"]).exists() for c in calls
+    )
 
 
 def test_failing_job_fails_the_task_with_its_exit_code_and_its_output_in_the_log(
-    airflow_db: None, recorded: Callable[[], list[dict]], monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+    airflow_db: None,
+    recorded: Callable[[], list[dict]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("RECORDER_EXIT", "3")
     with caplog.at_level(logging.INFO, logger="jobs.orchestration.subprocess_task"):
@@ -168,20 +177,41 @@ def test_maintain_form_values_become_the_maintain_command(
     airflow_db: None, recorded: Callable[[], list[dict]]
 ) -> None:
     for conf in (
-        {"optimize": "compact", "lake": "/l", "tables": "faces,images", "vacuum": False, "retention_hours": 0},
+        {
+            "optimize": "compact",
+            "lake": "/l",
+            "tables": "faces,images",
+            "vacuum": False,
+            "retention_hours": 0,
+        },
         {},
     ):
         run = trigger("facelake_maintain", conf)
         assert states(run) == {"maintain": "success"}, conf
     assert [c["argv"] for c in recorded()] == [
-        ["maintain", "--optimize", "compact", "--lake", "/l", "--tables", "faces,images", "--no-vacuum",
-         "--retention-hours", "0"],
+        [
+            "maintain",
+            "--optimize",
+            "compact",
+            "--lake",
+            "/l",
+            "--tables",
+            "faces,images",
+            "--no-vacuum",
+            "--retention-hours",
+            "0",
+        ],
         ["maintain", "--optimize", "zorder"],
     ]
     from airflow.exceptions import ParamValidationError
 
-    for bad in ({"tables": "faces;id"}, {"tables": "faces\n"}, {"optimize": "zorder; id"},
-                {"lake": "--config=/etc/x"}, {"retention_hours": -1}):
+    for bad in (
+        {"tables": "faces;id"},
+        {"tables": "faces\n"},
+        {"optimize": "zorder; id"},
+        {"lake": "--config=/etc/x"},
+        {"retention_hours": -1},
+    ):
         with pytest.raises(ParamValidationError, match=f"param {next(iter(bad))}"):
             trigger("facelake_maintain", bad)
     assert len(recorded()) == 2

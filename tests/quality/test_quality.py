@@ -611,7 +611,9 @@ def good_reports(spark, module_lake, module_run) -> dict[str, runner.QualityRepo
     reports = {}
     for suite in ALL_SUITES:
         case = good_case(suite, 6)
-        check = gate.PublishGate(spark, module_lake, module_run, case.parameters, record=suite in RECORDED_GOOD)
+        check = gate.PublishGate(
+            spark, module_lake, module_run, case.parameters, record=suite in RECORDED_GOOD
+        )
         reports[suite] = check(
             suite, case.dataframe(spark, exact=True), case.references(spark), table_name=table_for(suite)
         )
@@ -628,7 +630,9 @@ def broken_reports(
         case, expected = broken_case(suite)
         check = gate.PublishGate(spark, module_lake, run, case.parameters, record=suite in RECORDED_BROKEN)
         with pytest.raises(gate.QualityGateError) as caught:
-            check(suite, case.dataframe(spark, exact=False), case.references(spark), table_name=table_for(suite))
+            check(
+                suite, case.dataframe(spark, exact=False), case.references(spark), table_name=table_for(suite)
+            )
         out[suite] = (caught.value, expected)
     return out
 
@@ -903,8 +907,13 @@ def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):
     df = spark.createDataFrame(rows, "case string, bbox array<float>, landmarks array<float>")
     got = {r["case"]: r["landmarks_in_box"] for r in with_landmarks_in_box(df).collect()}
     assert got == {
-        "inside": True, "12% left, as seen from SCRFD-500M": True, "on the margin below": True,
-        "30% right": False, "another face, far above": False, "9 landmark values": False, "no box": None,
+        "inside": True,
+        "12% left, as seen from SCRFD-500M": True,
+        "on the margin below": True,
+        "30% right": False,
+        "another face, far above": False,
+        "9 landmark values": False,
+        "no box": None,
     }
 
 
@@ -918,16 +927,20 @@ def test_every_not_null_column_of_a_table_is_checked_by_its_suite() -> None:
         spec = suite_spec(name)
         if not spec.table:
             continue
-        checked = {e.columns[0] for e in spec.expectations
-                   if e.type == "expect_column_values_to_not_be_null" and e.view == "rows"}
+        checked = {
+            e.columns[0]
+            for e in spec.expectations
+            if e.type == "expect_column_values_to_not_be_null" and e.view == "rows"
+        }
         required = {f.name for f in schema_of(spec.table).fields if not f.nullable}
         assert required <= checked, (name, sorted(required - checked))
 
 
-
 def test_a_null_host_is_refused_by_the_gate_not_by_the_merge(spark, tmp_path) -> None:
     # No suite lists source_host as not-null: the schema-derived expectation catches it.
-    sources = frame(spark, "image_sources", [{**source_row(0), "source_host": None}, source_row(1)], exact=False)
+    sources = frame(
+        spark, "image_sources", [{**source_row(0), "source_host": None}, source_row(1)], exact=False
+    )
     check = gate.PublishGate(spark, str(tmp_path), RunContext(job="test"), record=False)
     with pytest.raises(gate.QualityGateError) as caught:
         check("image_sources", sources, {"images": frame(spark, "images", [image_row(0), image_row(1)])})

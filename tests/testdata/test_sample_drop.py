@@ -124,7 +124,9 @@ def lines(raw_lines: list[bytes]) -> list[str]:
 @pytest.fixture(scope="module")
 def hashes(drop: Path, key: dict[str, Any]) -> dict[int, int]:
     """pHash of every ingestible line's file, by line number."""
-    return {e["line_no"]: _phash(_decoded(drop / e["image_path"])) for e in key["lines"] if e["expected"] == "ok"}
+    return {
+        e["line_no"]: _phash(_decoded(drop / e["image_path"])) for e in key["lines"] if e["expected"] == "ok"
+    }
 
 
 def _entries(key: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
@@ -228,7 +230,11 @@ def test_byte_level_problems_are_the_only_problem(
             assert len(raw) < MAX_LINE_BYTES
             record = json.loads(text)
             # Only source_url holds bytes that are not UTF-8 (escaped into lone surrogates when read).
-            bad = [k for k, v in record.items() if isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v)]
+            bad = [
+                k
+                for k, v in record.items()
+                if isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v)
+            ]
             assert bad == ["source_url"]
             assert urlsplit(record["source_url"]).scheme == "https"
         elif entry["expected"] == R.LINE_TOO_LONG:
@@ -317,7 +323,11 @@ def test_file_hashes_and_exact_duplicates(drop: Path, key: dict[str, Any]) -> No
     for entry in key["lines"]:
         if entry["file_sha256"] is None:
             # Links and folders are checked in test_links_and_folders_are_never_files.
-            if entry["image_path"] is not None and entry["expected"] not in (R.PATH_ESCAPE, R.SYMLINK, R.NOT_A_FILE):
+            if entry["image_path"] is not None and entry["expected"] not in (
+                R.PATH_ESCAPE,
+                R.SYMLINK,
+                R.NOT_A_FILE,
+            ):
                 assert not (drop / entry["image_path"]).exists()
             continue
         data = (drop / entry["image_path"]).read_bytes()
@@ -413,7 +423,11 @@ def test_bad_files_fail_the_way_the_key_claims(
 def _links_on_the_way(drop: Path, image_path: str) -> list[Path]:
     """The symbolic links among image_path and its folders, looked at with lstat only."""
     parts = image_path.split("/")
-    return [drop.joinpath(*parts[: i + 1]) for i in range(len(parts)) if drop.joinpath(*parts[: i + 1]).is_symlink()]
+    return [
+        drop.joinpath(*parts[: i + 1])
+        for i in range(len(parts))
+        if drop.joinpath(*parts[: i + 1]).is_symlink()
+    ]
 
 
 def test_links_and_folders_are_never_files(drop: Path, key: dict[str, Any]) -> None:
@@ -511,8 +525,17 @@ def test_policy_cases_land_on_ingestible_lines(key: dict[str, Any], lines: list[
     for crown in ("photos.example.je", "example.gg", "news.example.im"):
         assert hosts[crown] is False
     countries = {c["value"]: c["uk"] for c in cases if c["field"] == "country"}
-    assert countries == {"GB": True, "UK": True, "gb": True, "JE": False, "IM": False, "GG": False,
-                         "US": False, "FR": False, "DE": False}
+    assert countries == {
+        "GB": True,
+        "UK": True,
+        "gb": True,
+        "JE": False,
+        "IM": False,
+        "GG": False,
+        "US": False,
+        "FR": False,
+        "DE": False,
+    }
     by_line = {e["line_no"]: e for e in key["lines"]}
     for case in cases:
         entry = by_line[case["line_no"]]
@@ -529,7 +552,9 @@ def test_uk_near_dup_scenario_makes_the_canonical_uk(key: dict[str, Any], hashes
     assert near["image_path"] == scenario["near_dup_image_path"]
     assert urlsplit(canonical["source_url"]).hostname.endswith(".co.uk") and canonical["uk_expected"]
     assert urlsplit(near["source_url"]).hostname.endswith(".com") and not near["uk_expected"]
-    assert near["near_dup_of_line"] == canonical["line_no"] and near["file_sha256"] != canonical["file_sha256"]
+    assert (
+        near["near_dup_of_line"] == canonical["line_no"] and near["file_sha256"] != canonical["file_sha256"]
+    )
     assert _distance(hashes[near["line_no"]], hashes[canonical["line_no"]]) <= PHASH_NEAR
 
     # Cluster UK-ness as ingest must compute it: the union over exact and near duplicates.
@@ -549,7 +574,11 @@ def test_uk_near_dup_scenario_makes_the_canonical_uk(key: dict[str, Any], hashes
     mirror = key["scenarios"]["uk_mirror"]
     assert by_line[mirror["mirror_line"]]["uk_expected"] is True
     assert not by_line[mirror["original_line"]]["uk_expected"]
-    assert root(by_line[mirror["mirror_line"]]) == mirror["mirror_line"] != root(by_line[mirror["original_line"]])
+    assert (
+        root(by_line[mirror["mirror_line"]])
+        == mirror["mirror_line"]
+        != root(by_line[mirror["original_line"]])
+    )
 
 
 # --------------------------------------------------------------------------- faces
@@ -566,7 +595,9 @@ def test_face_flags_follow_the_base_photos(key: dict[str, Any]) -> None:
 MODEL = Path(os.environ.get("FACELAKE_MODELS_DIR", Path(__file__).resolve().parents[3] / "shared" / "models"))
 
 
-@pytest.mark.skipif(not (MODEL / "det_500m" / "det_500m.onnx").is_file(), reason="real detector not available")
+@pytest.mark.skipif(
+    not (MODEL / "det_500m" / "det_500m.onnx").is_file(), reason="real detector not available"
+)
 def test_real_detector_agrees_with_face_flags(drop: Path, key: dict[str, Any]) -> None:
     from insightface.model_zoo import get_model
 
