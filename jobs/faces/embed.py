@@ -19,8 +19,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.core.config import FacelakeConfig, add_config_arguments, config_from_args, log_config
-from jobs.core.runs import RunContext, configure_logging
+from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
+from jobs.core.runs import RunContext, start_run
 from jobs.faces.packs import ModelPack, resolve_pack
 from jobs.faces.runtime import (
     FaceStatus,
@@ -39,6 +39,7 @@ from jobs.lake.tables import (
     latest_version,
     merge_new_rows,
     read_table,
+    row_id_col,
     upsert_rows,
 )
 
@@ -419,9 +420,7 @@ def _publish(
         results.where("kind = 'face'")
         .join(tags, "image_id")
         .select(
-            F.sha2(
-                F.concat_ws("\x1f", "image_id", F.lit(pack.pack_id), F.col("face_index").cast("string")), 256
-            ).alias("face_id"),
+            row_id_col("image_id", F.lit(pack.pack_id), "face_index").alias("face_id"),
             "image_id",
             "face_index",
             "bbox",
@@ -545,11 +544,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the embed job for parsed CLI arguments; prints a summary, returns the exit code."""
     from jobs.lake.session import get_spark
 
-    config = config_from_args(args)
-    configure_logging(config.log_level)
+    config, run_ctx = start_run(args, "embed")
     options = options_from_args(args)
-    run_ctx = RunContext(job="embed")
-    log_config(config, "embed")
     spark = get_spark(config, "facelake-embed")
     report = embed(spark, config, run_ctx, options)
     print(f"pack {report['pack_id']}")
@@ -559,9 +555,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m jobs.faces.embed --lake URI [--model-pack NAME]``."""
-    parser = argparse.ArgumentParser(prog="facelake embed", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return command_main("embed", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
