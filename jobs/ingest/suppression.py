@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.lake.tables import ensure_table, read_table
+from jobs.lake.tables import ensure_table, host_suffixes, read_table
 
 
 @dataclass
@@ -36,15 +36,6 @@ def load_suppression(spark: SparkSession, lake: str, version: int | None = None)
         has_content=bool(kinds & {"sha256", "phash"}),
         has_urls="url_sha256" in kinds,
         has_hosts="host" in kinds,
-    )
-
-
-def host_suffixes(host: Column) -> Column:
-    """Every whole-label suffix of a normalised host: ``a.b.co.uk`` -> [a.b.co.uk, b.co.uk, co.uk, uk]."""
-    labels = F.split(host, r"\.")
-    return F.transform(
-        F.sequence(F.lit(1), F.size(labels)),
-        lambda i: F.array_join(F.slice(labels, i, F.size(labels) - i + 1), "."),
     )
 
 

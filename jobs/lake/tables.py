@@ -23,6 +23,19 @@ def url_sha256(url: Column) -> Column:
     return F.sha2(F.lower(F.regexp_replace(F.trim(url), "#.*$", "")), 256)
 
 
+def host_suffixes(host: Column) -> Column:
+    """Every whole-label suffix of a normalised host: ``a.b.co.uk`` -> [a.b.co.uk, b.co.uk, co.uk, uk].
+
+    Spark twin of ``jobs.core.hosts.host_under``: a host is under a suffix exactly when the suffix is
+    in this list, so "under a suppressed host" is an equi-join, never a join on ``endswith``.
+    """
+    labels = F.split(host, r"\.")
+    return F.transform(
+        F.sequence(F.lit(1), F.size(labels)),
+        lambda i: F.array_join(F.slice(labels, i, F.size(labels) - i + 1), "."),
+    )
+
+
 def table_uri(lake: str, name: str) -> str:
     """URI of table ``name`` under the lake root (a local path or an object-store URI)."""
     table_spec(name)  # fail early on unknown names

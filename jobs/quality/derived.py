@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.lake.schemas import schema_of
-from jobs.lake.tables import read_table, table_uri
+from jobs.lake.tables import host_suffixes, read_table, table_uri, url_sha256
 
 if TYPE_CHECKING:
     from jobs.quality.suites import SuiteSpec
@@ -145,7 +145,6 @@ def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
     ``url_sha256`` entries (``jobs.lake.tables.url_sha256``, as ingest hashes it), and
     ``source_host``/``page_host`` against ``host`` suffixes.
     """
-    from jobs.lake.tables import url_sha256
 
     flags: list[str] = []
 
@@ -167,10 +166,14 @@ def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
         hosts = (
             frame.select(F.col(column).alias(name + "_h")).where(F.col(name + "_h").isNotNull()).distinct()
         )
-        host = F.col(name + "_h")
-        matches = F.lower(host) == F.col("_sfx")
-        matches = matches | F.lower(host).endswith(F.concat(F.lit("."), F.col("_sfx")))
-        hits = hosts.join(suffixes, matches).select(name + "_h").distinct().withColumn(name, F.lit(True))
+        # The same suffix rule ingest applies (host_suffixes), as an equi-join.
+        candidates = hosts.select(name + "_h", F.explode(host_suffixes(F.lower(name + "_h"))).alias("_sfx"))
+        hits = (
+            candidates.join(suffixes, "_sfx", "left_semi")
+            .select(name + "_h")
+            .distinct()
+            .withColumn(name, F.lit(True))
+        )
         flags.append(name)
         return frame.join(hits, frame[column] == hits[name + "_h"], "left").drop(name + "_h")
 
