@@ -59,7 +59,10 @@ class FacelakeConfig:
     onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     shard_count: int = 4
     phash_threshold: int = 8
-    """Max Hamming distance between 64-bit perceptual hashes for a near duplicate."""
+    """Max pHash Hamming distance at which a new image counts as a copy of suppressed (erased) content."""
+    near_dup_radius: int = 12
+    """Max Hamming distance between probe hashes for a near-duplicate *candidate*; every candidate is
+    then verified geometrically (``jobs.core.neardup``) before it becomes a near duplicate."""
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 50_000_000
     vacuum_retention_hours: float | None = None

@@ -1,4 +1,4 @@
-"""Decode and hash one image (pure, no Spark): limits, EXIF orientation, sha256, 64-bit pHash, RGB pixels."""
+"""Decode and hash one image (pure, no Spark): limits, EXIF orientation, sha256, pHash and probe hashes, RGB pixels."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Decoded:
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    probes: tuple[str, ...] | None = None  # Probes.all()[1:]: mirror, centre crops, mirrored crops
     reason: QuarantineReason | None = None
     detail: str | None = None
 
@@ -84,6 +85,64 @@ def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+# Centre crops probed, as a fraction cut off each side: a copy cropped (or framed) by about this much hashes like the probe.
+CROP_PROBES: tuple[float, ...] = (0.04, 0.08, 0.12, 0.16)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """An image's full-view pHash and the hashes a transformed copy of it would have."""
+
+    phash: str
+    mirror: str
+    crops: tuple[str, ...]  # centre crops, CROP_PROBES order
+    mirror_crops: tuple[str, ...]
+
+    def all(self) -> tuple[str, ...]:
+        return (self.phash, self.mirror, *self.crops, *self.mirror_crops)
+
+
+def _centre_crop(image: Image.Image, fraction: float) -> Image.Image:
+    w, h = image.size
+    dx, dy = round(w * fraction), round(h * fraction)
+    return image.crop((dx, dy, max(dx + 1, w - dx), max(dy + 1, h - dy)))
+
+
+def probe_spaces(probes: Probes) -> list[tuple[str, str, bool]]:
+    """(space, hash, is_key) rows one image contributes to the candidate join.
+
+    Two images are candidates when a query of one lies within the radius of a key of the other in the
+    same space: in space ``full`` the key is the full-view hash and every probe queries it (a crop,
+    frame or mirror of B hashes like a probe of A); in space ``crop<k>`` the k-th centre crops meet
+    (a caption band or a tilt changes the edges, not the centre).
+    """
+    rows = [("full", probes.phash, True)]
+    rows += [("full", h, False) for h in probes.all()[1:]]
+    rows += [(f"crop{k}", h, True) for k, h in enumerate(probes.crops)]
+    return rows
+
+
+def candidate_distance(a: Probes, b: Probes) -> int:
+    """The smallest Hamming distance over the pairings ``probe_spaces`` joins (pure reference of the join)."""
+    full = min(
+        min(hamming(a.phash, h) for h in b.all()),
+        min(hamming(b.phash, h) for h in a.all()),
+    )
+    crops = min(hamming(x, y) for x, y in zip(a.crops, b.crops, strict=True))
+    return min(full, crops)
+
+
+def probe_hashes(image: Image.Image) -> Probes:
+    """Hashes of ``image`` as mirrored and centre-cropped copies of it would look."""
+    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return Probes(
+        phash(image),
+        phash(mirrored),
+        tuple(phash(_centre_crop(image, f)) for f in CROP_PROBES),
+        tuple(phash(_centre_crop(mirrored, f)) for f in CROP_PROBES),
+    )
+
+
 def decode_image(data: bytes | None, max_bytes: int, max_pixels: int) -> Decoded:
     """Validate, decode (first frame, EXIF orientation applied) and hash one file's bytes."""
     if data is None:
@@ -128,4 +187,7 @@ def decode_image(data: bytes | None, max_bytes: int, max_pixels: int) -> Decoded
         reason = QuarantineReason.TRUNCATED_IMAGE if truncated else QuarantineReason.CORRUPT_IMAGE
         return Decoded(digest, size, format=None, reason=reason, detail=f"{type(exc).__name__}: {text[:160]}")
     width, height = image.size
-    return Decoded(digest, size, phash=phash(image), width=width, height=height, format=fmt)
+    probes = probe_hashes(image)
+    return Decoded(
+        digest, size, phash=probes.phash, width=width, height=height, format=fmt, probes=probes.all()[1:]
+    )

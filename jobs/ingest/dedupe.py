@@ -1,4 +1,4 @@
-"""Near-duplicate dedupe: exact multi-index banding of 64-bit pHashes in Spark, canonical choice in plain Python.
+"""Near-duplicate candidates in Spark: exact multi-index banding of 64-bit pHashes and their probe hashes.
 
 Why banding is exact: split the 64 bits into ``m`` bands. Two hashes within Hamming distance ``k``
 differ in at most ``floor(k / m)`` bits of some band (pigeonhole). Every item emits, per band, its
@@ -11,11 +11,14 @@ the final filter. No all-pairs join.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from jobs.core.imaging import CROP_PROBES
 
 HASH_BITS = 64
 NEIGHBOUR_RADIUS = 1
@@ -107,73 +110,107 @@ def near_duplicate_pairs(
     )
 
 
-@dataclass(frozen=True)
-class Member:
-    """What the canonical choice looks at for one image."""
+def probe_rows(df: DataFrame, id_col: str = "image_id") -> DataFrame:
+    """(id, space, hash_long, is_key) rows of ``imaging.probe_spaces`` from ``phash`` and ``probe_hashes``.
 
-    image_id: str
-    area: int
-    first_crawled_at: object  # anything orderable (datetime)
-    existing_canonical: bool = False
-
-
-def rank_key(m: Member) -> tuple:
-    """Best first: an already-published canonical, then largest resolution, then earliest crawl, then id."""
-    return (not m.existing_canonical, -m.area, m.first_crawled_at, m.image_id)
-
-
-def assign_canonicals(members: Iterable[Member], edges: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Map each image id to its cluster's canonical id (connected components, deterministic).
-
-    A published canonical keeps its role so faces and indexes built on it stay valid; when a new
-    image links two published clusters, each keeps its canonical and the new image joins the
-    best-ranked one.
+    ``probe_hashes`` is ``Probes.all()[1:]`` (mirror, 4 centre crops, 4 mirrored crops); a row without
+    it (written before probes existed) still takes part with its full-view hash as a key.
     """
-    by_id = {m.image_id: m for m in members}
-    parent = {i: i for i in by_id}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    adjacency: dict[str, set[str]] = {i: set() for i in by_id}
-    for a, b in edges:
-        if a in by_id and b in by_id and a != b:
-            adjacency[a].add(b)
-            adjacency[b].add(a)
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    clusters: dict[str, list[Member]] = {}
-    for i, m in by_id.items():
-        clusters.setdefault(find(i), []).append(m)
-    out: dict[str, str] = {}
-    for cluster in clusters.values():
-        published = sorted((m for m in cluster if m.existing_canonical), key=rank_key)
-        best = min(cluster, key=rank_key)
-        for m in cluster:
-            if m.existing_canonical:
-                out[m.image_id] = m.image_id
-            elif len(published) > 1:
-                out[m.image_id] = _nearest_published(
-                    m.image_id, adjacency, {p.image_id for p in published}, published
-                )
-            else:
-                out[m.image_id] = best.image_id
-    return out
+    probes = F.coalesce(F.col("probe_hashes"), F.array().cast("array<string>"))
+    full_key = F.struct(
+        F.lit("full").alias("space"), F.col("phash").alias("hash"), F.lit(True).alias("is_key")
+    )
+    queries = F.transform(
+        probes,
+        lambda h: F.struct(F.lit("full").alias("space"), h.alias("hash"), F.lit(False).alias("is_key")),
+    )
+    crop_keys = F.transform(
+        F.slice(probes, 2, len(CROP_PROBES)),
+        lambda h, i: F.struct(
+            F.concat(F.lit("crop"), i.cast("string")).alias("space"),
+            h.alias("hash"),
+            F.lit(True).alias("is_key"),
+        ),
+    )
+    rows = df.select(
+        F.col(id_col).alias("id"), F.explode(F.concat(F.array(full_key), queries, crop_keys)).alias("p")
+    )
+    return rows.select("id", "p.space", phash_long_col(F.col("p.hash")).alias("hash_long"), "p.is_key")
 
 
-def _nearest_published(
-    start: str, adjacency: dict[str, set[str]], published: set[str], ranked: Sequence[Member]
-) -> str:
-    """Breadth-first: the published canonicals closest in hops; ties go to the best ranked."""
-    seen, frontier = {start}, [start]
-    while frontier:
-        hits = {n for f in frontier for n in adjacency[f] if n in published}
-        if hits:
-            return next(m.image_id for m in ranked if m.image_id in hits)
-        frontier = [n for f in frontier for n in adjacency[f] if n not in seen]
-        seen.update(frontier)
-    return ranked[0].image_id
+def candidate_pairs(left: DataFrame, right: DataFrame, radius: int) -> DataFrame:
+    """(a_id, b_id, distance): every pair whose probe rows meet within ``radius`` (``imaging.probe_spaces``).
+
+    ``left``/``right`` need ``image_id``, ``phash`` and ``probe_hashes``. Exact for the rule (banding per
+    space, see the module docstring); ``distance`` is the smallest over the pairings; both orders of a
+    pair inside ``left`` come back when ``right`` contains ``left``.
+    """
+    plan = band_plan(radius)
+    lk = band_keys(probe_rows(left).toDF("a_id", "space", "a_hash", "a_key"), plan, "a_hash")
+    rk = band_keys(probe_rows(right).toDF("b_id", "space", "b_hash", "b_key"), plan, "b_hash")
+    met = lk.join(rk, ["space", "band", "band_key"]).where(
+        (F.col("a_id") != F.col("b_id")) & (F.col("a_key") | F.col("b_key"))
+    )
+    return (
+        met.select("a_id", "b_id", hamming_col(F.col("a_hash"), F.col("b_hash")).alias("distance"))
+        .where(F.col("distance") <= radius)
+        .groupBy("a_id", "b_id")
+        .agg(F.min("distance").alias("distance"))
+    )
+
+
+VERDICT_SCHEMA = (
+    "a_id string, b_id string, distance int, matched boolean, score double, inliers int, mirrored boolean, "
+    "reason string"
+)
+
+
+def verify_candidates(pairs: DataFrame, contents: DataFrame, max_pixels: int) -> DataFrame:
+    """``VERDICT_SCHEMA`` per candidate pair: ``neardup.verify_pair`` run on the executors.
+
+    ``pairs`` has (a_id, b_id, distance); ``contents`` (image_id, content) for every id in them. The
+    pixels are decoded on the worker next to the pair; nothing but the verdict comes back.
+    """
+    a = contents.select(F.col("image_id").alias("a_id"), F.col("content").alias("a_content"))
+    b = contents.select(F.col("image_id").alias("b_id"), F.col("content").alias("b_content"))
+    joined = (
+        pairs.join(a, "a_id").join(b, "b_id").select("a_id", "b_id", "distance", "a_content", "b_content")
+    )
+
+    def verify(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from jobs.core.imaging import load_rgb
+        from jobs.core.neardup import verify_pair
+
+        for batch in batches:
+            out = []
+            for row in batch.itertuples(index=False):
+                try:
+                    v = verify_pair(load_rgb(row.a_content, max_pixels), load_rgb(row.b_content, max_pixels))
+                    out.append(
+                        (
+                            row.a_id,
+                            row.b_id,
+                            row.distance,
+                            v.matched,
+                            v.score,
+                            v.inliers,
+                            v.mirrored,
+                            v.reason,
+                        )
+                    )
+                except Exception as exc:  # one odd pair must not fail the batch: it stays unverified
+                    out.append(
+                        (
+                            row.a_id,
+                            row.b_id,
+                            row.distance,
+                            False,
+                            0.0,
+                            0,
+                            False,
+                            f"error:{type(exc).__name__}",
+                        )
+                    )
+            yield pd.DataFrame(out, columns=[f.split()[0] for f in VERDICT_SCHEMA.split(", ")])
+
+    return joined.mapInPandas(verify, VERDICT_SCHEMA)

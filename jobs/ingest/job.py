@@ -28,9 +28,11 @@ from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
 from jobs.core.dropfiles import object_store_options, read_drop_file
 from jobs.core.imaging import decode_image, hamming
 from jobs.core.manifest import UTF8_BOM, ManifestRecord, Rejection, drop_id_for, parse_line
+from jobs.core.neardup import METHOD as NEAR_DUP_METHOD
+from jobs.core.neardup import Edge, Member, assign_canonicals
 from jobs.core.policy import Policy, load_policy, tags_for_source
 from jobs.core.runs import RunContext, start_run
-from jobs.ingest.dedupe import Member, assign_canonicals, near_duplicate_pairs, phash_long_col
+from jobs.ingest.dedupe import candidate_pairs, near_duplicate_pairs, phash_long_col, verify_candidates
 from jobs.ingest.suppression import load_suppression, without_suppressed_hosts
 from jobs.lake.tables import (
     ensure_table,
@@ -77,6 +79,7 @@ _DECODED = T.StructType(
         T.StructField("sha256", T.StringType()),
         T.StructField("byte_size", T.LongType()),
         T.StructField("phash", T.StringType()),
+        T.StructField("probe_hashes", T.ArrayType(T.StringType())),
         T.StructField("width", T.IntegerType()),
         T.StructField("height", T.IntegerType()),
         T.StructField("format", T.StringType()),
@@ -205,6 +208,7 @@ def read_and_decode(
                             None,
                             None,
                             None,
+                            None,
                             file.reason.value if file.reason else None,
                             file.detail,
                             None,
@@ -218,6 +222,7 @@ def read_and_decode(
                         d.sha256,
                         d.byte_size,
                         d.phash,
+                        list(d.probes) if d.probes else None,
                         d.width,
                         d.height,
                         d.format,
@@ -405,12 +410,13 @@ def _ingest(
     # 5. New images (content not in the table yet) and their near duplicates.
     images_uri = ensure_table(spark, config.lake, "images")
     existing = read_table(spark, config.lake, "images", read_versions["images"]).select(
-        "image_id", "phash", "canonical_id", "width", "height", "first_crawled_at"
+        "image_id", "phash", "probe_hashes", "canonical_id", "width", "height", "first_crawled_at"
     )
     new_images = persist(
         good.groupBy("image_id")
         .agg(
             F.first("phash").alias("phash"),
+            F.first("probe_hashes").alias("probe_hashes"),
             F.first("width").alias("width"),
             F.first("height").alias("height"),
             F.first("format").alias("format"),
@@ -420,7 +426,7 @@ def _ingest(
         )
         .join(existing.select("image_id"), "image_id", "left_anti")
     )
-    canonical_of = _assign_canonicals(spark, new_images, existing, config.phash_threshold)
+    canonical_of = _assign_canonicals(spark, config, new_images, existing, read_versions["images"])
     new_images = new_images.join(canonical_of, "image_id")
 
     # 6. Tags: the union over every source of every member of the cluster (existing + new sources).
@@ -437,6 +443,9 @@ def _ingest(
         "phash",
         "canonical_id",
         "near_dup_distance",
+        "near_dup_method",
+        "near_dup_score",
+        "probe_hashes",
         "width",
         "height",
         "format",
@@ -551,24 +560,51 @@ def _ingest(
 
 
 def _assign_canonicals(
-    spark: SparkSession, new_images: DataFrame, existing: DataFrame, threshold: int
+    spark: SparkSession,
+    config: FacelakeConfig,
+    new_images: DataFrame,
+    existing: DataFrame,
+    images_version: int,
 ) -> DataFrame:
-    """(image_id, canonical_id, near_dup_distance) for every new image.
+    """(image_id, canonical_id, near_dup_distance, near_dup_method, near_dup_score) for every new image.
 
-    Pairs come from the exact banding join of the new images against new + existing; the (small)
-    edge list and the members involved are collected, and the canonical choice runs in plain Python.
+    Candidates: the exact probe-hash banding join of the new images against new + published ones
+    (``dedupe.candidate_pairs``), plus, for a published alias among them, its canonical (an alias
+    joins a canonical only on direct evidence). Each candidate is verified on the executors
+    (``dedupe.verify_candidates``); the verified edges and the members they touch are collected (small)
+    and the canonical choice runs in plain Python (``neardup.assign_canonicals``: no chaining).
     """
-    new_h = new_images.select("image_id", phash_long_col(F.col("phash")).alias("phash_long"))
-    old_h = existing.select("image_id", phash_long_col(F.col("phash")).alias("phash_long"))
-    pairs = near_duplicate_pairs(new_h, new_h.unionByName(old_h), threshold).collect()
+    cols = ("image_id", "phash", "probe_hashes")
+    new_ids = new_images.select(F.col("image_id").alias("b_id"), F.lit(True).alias("b_new"))
+    raw = candidate_pairs(
+        new_images.select(*cols),
+        new_images.select(*cols).unionByName(existing.select(*cols)),
+        config.near_dup_radius,
+    )
+    # A pair of two new images comes back in both orders: verify it once.
+    raw = raw.join(new_ids, "b_id", "left").where(F.col("b_new").isNull() | (F.col("a_id") < F.col("b_id")))
+    published_alias = existing.where("canonical_id != image_id").select(
+        F.col("image_id").alias("b_id"), F.col("canonical_id")
+    )
+    via_alias = raw.join(published_alias, "b_id").select(
+        "a_id", F.col("canonical_id").alias("b_id"), F.lit(None).cast("int").alias("distance")
+    )
+    pairs = (
+        raw.select("a_id", "b_id", "distance")
+        .unionByName(via_alias)
+        .groupBy("a_id", "b_id")
+        .agg(F.min("distance").alias("distance"))
+    )
+    stored = read_table(spark, config.lake, "images", images_version).select("image_id", "content")
+    needed = pairs.select(F.col("b_id").alias("image_id")).distinct()
+    contents = new_images.select("image_id", "content").unionByName(
+        stored.join(needed, "image_id", "left_semi")
+    )
+    verdicts = verify_candidates(pairs, contents, config.max_image_pixels).where("matched").collect()
+    edges = [Edge(r["a_id"], r["b_id"], r["score"]) for r in verdicts]
     new_rows = new_images.select("image_id", "phash", "width", "height", "first_crawled_at").collect()
-    touched = {p["b_id"] for p in pairs} - {r["image_id"] for r in new_rows}
+    touched = {e.b for e in edges} - {r["image_id"] for r in new_rows}
     old_rows = existing.where(F.col("image_id").isin(list(touched))).collect() if touched else []
-    alias_to_canonical = {r["image_id"]: r["canonical_id"] for r in old_rows}
-    # Canonicals of touched aliases take part too, as published canonicals.
-    missing = set(alias_to_canonical.values()) - {r["image_id"] for r in old_rows}
-    if missing:
-        old_rows += existing.where(F.col("image_id").isin(list(missing))).collect()
     phash_of = {r["image_id"]: r["phash"] for r in new_rows + old_rows}
     members = [Member(r["image_id"], r["width"] * r["height"], r["first_crawled_at"]) for r in new_rows]
     members += [
@@ -576,19 +612,27 @@ def _assign_canonicals(
         for r in old_rows
         if r["canonical_id"] == r["image_id"]
     ]
-    edges = [(p["a_id"], alias_to_canonical.get(p["b_id"], p["b_id"])) for p in pairs]
     canonical = assign_canonicals(members, edges)
-    rows = [
-        (
-            r["image_id"],
-            canonical[r["image_id"]],
-            None
-            if canonical[r["image_id"]] == r["image_id"]
-            else hamming(r["phash"], phash_of[canonical[r["image_id"]]]),
-        )
-        for r in new_rows
-    ]
-    return spark.createDataFrame(rows, "image_id string, canonical_id string, near_dup_distance int")
+    score_of = {frozenset((e.a, e.b)): e.score for e in edges}
+    rows = []
+    for r in new_rows:
+        image_id, canonical_id = r["image_id"], canonical[r["image_id"]]
+        if canonical_id == image_id:
+            rows.append((image_id, canonical_id, None, None, None))
+        else:
+            rows.append(
+                (
+                    image_id,
+                    canonical_id,
+                    hamming(r["phash"], phash_of[canonical_id]),
+                    NEAR_DUP_METHOD,
+                    score_of[frozenset((image_id, canonical_id))],
+                )
+            )
+    return spark.createDataFrame(
+        rows,
+        "image_id string, canonical_id string, near_dup_distance int, near_dup_method string, near_dup_score double",
+    )
 
 
 def record_counts(report: IngestReport, run: RunContext) -> dict[str, int]:
@@ -605,7 +649,16 @@ def record_counts(report: IngestReport, run: RunContext) -> dict[str, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``facelake ingest`` flags."""
     parser.add_argument("--drop", help="crawl drop folder or URI holding manifest.jsonl")
-    parser.add_argument("--phash-threshold", type=int, help="max pHash Hamming distance of a near duplicate")
+    parser.add_argument(
+        "--phash-threshold",
+        type=int,
+        help="max pHash Hamming distance to suppressed content that blocks a new image",
+    )
+    parser.add_argument(
+        "--near-dup-radius",
+        type=int,
+        help="max probe-hash distance of a near-duplicate candidate (then verified)",
+    )
     parser.add_argument("--max-image-bytes", type=int, help="files above this size are quarantined")
     parser.add_argument("--max-image-pixels", type=int, help="images above width x height are quarantined")
     parser.add_argument(

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.ids import SEPARATOR
 from jobs.core.runs import RunContext
-from jobs.lake.schemas import table_names, table_spec
+from jobs.lake.schemas import TableSpec, table_names, table_spec
 
 
 def row_id_col(*parts: str | Column) -> Column:
@@ -48,6 +48,9 @@ def ensure_table(spark: SparkSession, lake: str, name: str) -> str:
 
     spec = table_spec(name)
     uri = table_uri(lake, name)
+    if DeltaTable.isDeltaTable(spark, uri):
+        _add_missing_columns(spark, uri, spec)
+        return uri
     builder = (
         DeltaTable.createIfNotExists(spark).location(uri).addColumns(spec.schema).comment(spec.description)
     )
@@ -57,6 +60,21 @@ def ensure_table(spark: SparkSession, lake: str, name: str) -> str:
         builder = builder.partitionedBy(*spec.partition_by)
     builder.execute()
     return uri
+
+
+def _add_missing_columns(spark: SparkSession, uri: str, spec: TableSpec) -> None:
+    """Columns added to a schema file since the table was created (nullable ones only) join the table."""
+    present = set(spark.read.format("delta").load(uri).columns)
+    missing = [f for f in spec.schema.fields if f.name not in present]
+    for field in missing:
+        if not field.nullable:
+            raise ValueError(
+                f"{spec.name}: new column {field.name} must be nullable to join an existing table"
+            )
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        quoted = uri.replace("`", "``")
+        spark.sql(f"ALTER TABLE delta.`{quoted}` ADD COLUMNS ({columns})")
 
 
 def init_lake(spark: SparkSession, lake: str, names: Iterable[str] | None = None) -> dict[str, str]:

@@ -137,6 +137,15 @@ def with_canonical_ok(df: DataFrame, images: DataFrame) -> DataFrame:
     return joined.withColumn("canonical_ok", _null_if("canonical_id", ok)).drop("_canon_id", "_is_canon")
 
 
+def with_near_dup_verified(df: DataFrame) -> DataFrame:
+    """Adds ``near_dup_verified``: an alias carries its verification (method and score), a canonical none."""
+    alias = F.col("canonical_id") != F.col("image_id")
+    evidence = F.col("near_dup_method").isNotNull() & F.col("near_dup_score").isNotNull()
+    none = F.col("near_dup_method").isNull() & F.col("near_dup_score").isNull()
+    ok = F.when(alias, evidence).otherwise(none)
+    return df.withColumn("near_dup_verified", _null_if("canonical_id", F.coalesce(ok, F.lit(False))))
+
+
 def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
     """Adds ``suppressed``: the row's content, URL or host is on the suppression list.
 
@@ -217,6 +226,7 @@ DERIVED_COLUMNS: dict[str, Derived] = {
     "canonical_ok": Derived(
         lambda df, refs: with_canonical_ok(df, refs.get("images", ["image_id", "canonical_id"])), ("images",)
     ),
+    "near_dup_verified": Derived(lambda df, refs: with_near_dup_verified(df)),
     "suppressed": Derived(
         lambda df, refs: with_suppressed(df, refs.get("suppression", ["kind", "value"])), ("suppression",)
     ),

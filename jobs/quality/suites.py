@@ -198,11 +198,13 @@ def default_parameters() -> dict[str, Any]:
     """Parameters with a code-level default (anything else must be passed).
 
     ``jurisdiction_vocabulary``: the tags the repository's policy can emit; ``quarantine_reasons``:
-    the ``QuarantineReason`` values.
+    the ``QuarantineReason`` values; ``near_dup_min_score``: the verification score an alias needs.
     """
+    from jobs.core.neardup import VerifyParams
     from jobs.core.policy import load_policy
 
     return {
         "jurisdiction_vocabulary": load_policy().vocabulary,
         "quarantine_reasons": sorted(r.value for r in QuarantineReason),
+        "near_dup_min_score": VerifyParams().min_agreement,
     }

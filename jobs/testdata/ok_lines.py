@@ -166,7 +166,7 @@ def near_dup(state: DropState, rng: random.Random, line_no: int, entry: dict[str
 
 
 def mirror(state: DropState, rng: random.Random, line_no: int, entry: dict[str, Any]) -> str:
-    """A recent unique picture flipped left to right: a new content, not a near duplicate."""
+    """A recent unique picture flipped left to right: a copy (near duplicate) of it, far from it by pHash."""
     scenario = _in_coverage(line_no) and "uk_mirror" not in state.scenarios
     candidates = state.pick(rng, state.uniques, (lambda c: not c.uk) if scenario else None)
     for original in candidates:
@@ -178,6 +178,7 @@ def mirror(state: DropState, rng: random.Random, line_no: int, entry: dict[str, 
     else:
         entry["kind"] = "unique_nonface"
         return unique(state, rng, line_no, entry)
+    state.registry.add(hashes, original.group)
     ext = EXT[original.fmt]
     path = state.files.new_path(rng, ext)
     state.files.record(entry, path, data)
@@ -193,7 +194,7 @@ def mirror(state: DropState, rng: random.Random, line_no: int, entry: dict[str, 
         original.fmt,
         decoded,
         hashes,
-        state.register(hashes),
+        original.group,
         f"{original.content_id}~hflip",
         original.has_face,
         original.base,
@@ -209,7 +210,7 @@ def mirror(state: DropState, rng: random.Random, line_no: int, entry: dict[str, 
         state.scenarios["uk_mirror"] = {
             "original_line": original.line_no,
             "mirror_line": line_no,
-            "note": "mirror seen at a .uk host; a mirror is not a near-dup, so the original stays non-UK",
+            "note": "mirror seen at a .uk host; a mirror is a copy of the original, so the original's cluster is UK",
         }
     return state.emit(entry, record)
 

@@ -71,7 +71,7 @@ class Tally:
                 self.exact_dups += 1
                 if entry["kind"] == "exact_dup_same_path":
                     self.exact_dup_same_path += 1
-            elif entry["near_dup_of_line"] is None:
+            elif entry["near_dup_of_line"] is None and entry["mirror_of_line"] is None:
                 self.distinct += 1
                 self.distinct_face += bool(entry["has_face_expected"])
 

@@ -16,6 +16,7 @@ from jobs.core.config import FacelakeConfig
 from jobs.core.ids import url_digest
 from jobs.core.imaging import hamming
 from jobs.core.manifest import drop_id_for
+from jobs.core.neardup import VerifyParams
 from jobs.core.runs import RunContext
 from jobs.ingest.job import WRITE_ORDER, InjectedFailure, ingest_drop, read_drop_id
 from jobs.lake.schemas import schema_differences, schema_of
@@ -104,7 +105,7 @@ def test_every_source_is_kept_including_aliases_and_exact_duplicates(ingested: d
     assert len({by_line[n]["image_id"] for n in same_path}) == 1
 
 
-def test_near_duplicates_fold_into_one_canonical_and_mirrors_do_not(ingested: dict) -> None:
+def test_near_duplicates_and_mirrors_fold_into_their_originals_canonical(ingested: dict) -> None:
     images, lines = ingested["images"], ingested["lines"]
 
     def image_of(line_no: int) -> dict:
@@ -116,18 +117,22 @@ def test_near_duplicates_fold_into_one_canonical_and_mirrors_do_not(ingested: di
         alias, original = image_of(ln["line_no"]), image_of(ln["near_dup_of_line"])
         assert alias["canonical_id"] == original["canonical_id"], ln["transform"]
     for ln in (x for x in lines.values() if x["mirror_of_line"] and x["expected"] == "ok"):
-        assert image_of(ln["line_no"])["canonical_id"] != image_of(ln["mirror_of_line"])["canonical_id"]
-    # Canonicals point at themselves; aliases record their distance to the canonical.
+        assert image_of(ln["line_no"])["canonical_id"] == image_of(ln["mirror_of_line"])["canonical_id"]
+    # Canonicals point at themselves; aliases record how they were verified against the canonical.
     for image in images.values():
         canonical = images[image["canonical_id"]]
         assert canonical["canonical_id"] == canonical["image_id"]
         if image["canonical_id"] == image["image_id"]:
-            assert image["near_dup_distance"] is None
+            assert image["near_dup_distance"] is None and image["near_dup_method"] is None
         else:
-            assert image["near_dup_distance"] == hamming(image["phash"], canonical["phash"]) <= 8
+            assert image["near_dup_distance"] == hamming(image["phash"], canonical["phash"])
+            assert image["near_dup_method"] == "orb_ransac_pixels"
+            assert VerifyParams().min_agreement <= image["near_dup_score"] <= 1.0
             assert canonical["width"] * canonical["height"] >= image["width"] * image["height"]
+        assert len(image["probe_hashes"]) == 9
     ok = [ln for ln in lines.values() if ln["expected"] == "ok"]
-    families = {ln["content_id"] for ln in ok} - {ln["content_id"] for ln in ok if ln["near_dup_of_line"]}
+    copies = {ln["content_id"] for ln in ok if ln["near_dup_of_line"] or ln["mirror_of_line"]}
+    families = {ln["content_id"] for ln in ok} - copies
     assert len({i["canonical_id"] for i in images.values()}) == len(families)
 
 

@@ -86,6 +86,9 @@ def image_row(i: int) -> dict[str, Any]:
         "phash": h16("phash", i),
         "canonical_id": image_id,
         "near_dup_distance": None,
+        "near_dup_method": None,
+        "near_dup_score": None,
+        "probe_hashes": [h16("probe", i * 9 + k) for k in range(9)],
         "width": 640 + i,
         "height": 480,
         "format": "JPEG",
@@ -321,7 +324,12 @@ def good_case(suite: str, n: int) -> Case:
     case = Case(suite, rows)
     if suite == "images":
         # Row 1 is a near duplicate folded into row 0.
-        rows[1].update(canonical_id=rows[0]["image_id"], near_dup_distance=3)
+        rows[1].update(
+            canonical_id=rows[0]["image_id"],
+            near_dup_distance=3,
+            near_dup_method="orb_ransac_pixels",
+            near_dup_score=0.97,
+        )
     if suite in ("image_sources", "faces"):
         case.image_ids = {r["image_id"] for r in rows}
     if suite == "erased_selector":
@@ -446,9 +454,23 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_not_be_null(phash)": _set(phash=None),
         "expect_column_values_to_match_regex(phash)": _set(phash="NOT-A-PHASH"),
         "expect_column_values_to_not_be_null(canonical_id)": _set(canonical_id=None),
-        "expect_column_values_to_be_in_set(canonical_ok)": _set(canonical_id=h64("dangling")),
+        "expect_column_values_to_be_in_set(canonical_ok)": _set(
+            canonical_id=h64("dangling"), near_dup_method="orb_ransac_pixels", near_dup_score=0.9
+        ),
+        "expect_column_values_to_be_in_set(near_dup_verified)": _set(
+            canonical_id=h64("image", 0), near_dup_distance=20, near_dup_method=None, near_dup_score=None
+        ),
+        "expect_column_values_to_be_between(near_dup_score)": _set(
+            canonical_id=h64("image", 0),
+            near_dup_distance=20,
+            near_dup_method="orb_ransac_pixels",
+            near_dup_score=PARAMS["near_dup_min_score"] - 0.1,
+        ),
         "expect_column_values_to_be_between(near_dup_distance)": _set(
-            canonical_id=h64("image", 0), near_dup_distance=PARAMS["phash_threshold"] + 1
+            canonical_id=h64("image", 0),
+            near_dup_distance=65,
+            near_dup_method="orb_ransac_pixels",
+            near_dup_score=0.9,
         ),
         "expect_column_values_to_be_between(width)": _set(width=0),
         "expect_column_values_to_be_between(height)": _set(height=0),

@@ -501,14 +501,17 @@ def test_distinct_contents_are_far_apart(key: dict[str, Any], hashes: dict[int, 
     cluster = {}
     for entry in _entries(key, expected="ok"):
         if entry["exact_dup_of_line"] is None:
-            cluster[entry["line_no"]] = entry["near_dup_of_line"] or entry["line_no"]
+            cluster[entry["line_no"]] = (
+                entry["near_dup_of_line"] or entry["mirror_of_line"] or entry["line_no"]
+            )
     roots = sorted(set(cluster.values()))
+    mirrors = {e["line_no"] for e in key["lines"] if e["mirror_of_line"] is not None}
     assert len(roots) >= 30
     for a, b in itertools.combinations(roots, 2):
         assert _distance(hashes[a], hashes[b]) > PHASH_NEAR, (a, b)
-    # Near-dups sit with their own original only.
+    # Near-dups sit with their own original only (a mirror is far from everything by pHash).
     for line, root in cluster.items():
-        if line != root:
+        if line != root and line not in mirrors:
             for other in roots:
                 if other != root:
                     assert _distance(hashes[line], hashes[other]) > PHASH_NEAR, (line, other)
@@ -559,8 +562,10 @@ def test_uk_near_dup_scenario_makes_the_canonical_uk(key: dict[str, Any], hashes
 
     # Cluster UK-ness as ingest must compute it: the union over exact and near duplicates.
     def root(entry: dict[str, Any]) -> int:
-        while entry["exact_dup_of_line"] or entry["near_dup_of_line"]:
-            entry = by_line[entry["exact_dup_of_line"] or entry["near_dup_of_line"]]
+        while entry["exact_dup_of_line"] or entry["near_dup_of_line"] or entry["mirror_of_line"]:
+            entry = by_line[
+                entry["exact_dup_of_line"] or entry["near_dup_of_line"] or entry["mirror_of_line"]
+            ]
         return entry["line_no"]
 
     cluster_uk: dict[int, bool] = {}
@@ -570,15 +575,12 @@ def test_uk_near_dup_scenario_makes_the_canonical_uk(key: dict[str, Any], hashes
     exact = key["scenarios"]["uk_exact_dup"]
     assert not by_line[exact["original_line"]]["uk_expected"] and by_line[exact["dup_line"]]["uk_expected"]
     assert cluster_uk[root(by_line[exact["original_line"]])] is True
-    # A mirror is its own picture: its UK source does not spill onto the original's cluster.
+    # A mirror is a copy of its original (issue #12): its UK source makes the original's cluster UK.
     mirror = key["scenarios"]["uk_mirror"]
     assert by_line[mirror["mirror_line"]]["uk_expected"] is True
     assert not by_line[mirror["original_line"]]["uk_expected"]
-    assert (
-        root(by_line[mirror["mirror_line"]])
-        == mirror["mirror_line"]
-        != root(by_line[mirror["original_line"]])
-    )
+    assert root(by_line[mirror["mirror_line"]]) == root(by_line[mirror["original_line"]])
+    assert cluster_uk[root(by_line[mirror["original_line"]])] is True
 
 
 # --------------------------------------------------------------------------- faces
