@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jobs.faces.embed",
         "detect, align and embed faces of new canonical images (insightface on onnxruntime)",
     ),
+    "link-faces": (
+        "jobs.ingest.facelinks",
+        "after embed: verify images whose faces embed close as copies; link them and union their tags",
+    ),
     "models": (
         "jobs.faces.packs",
         "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)",

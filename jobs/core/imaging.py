@@ -29,7 +29,7 @@ class Decoded:
     width: int | None = None
     height: int | None = None
     format: str | None = None
-    probes: tuple[str, ...] | None = None  # Probes.all()[1:]: mirror, centre crops, mirrored crops
+    probes: tuple[str, ...] | None = None  # Probes.all()[1:]: mirror, centre, mirrored and corner crops
     reason: QuarantineReason | None = None
     detail: str | None = None
 
@@ -97,9 +97,25 @@ class Probes:
     mirror: str
     crops: tuple[str, ...]  # centre crops, CROP_PROBES order
     mirror_crops: tuple[str, ...]
+    corners: tuple[str, ...] = ()  # CORNER_CUT off two adjacent sides, CORNERS order
 
     def all(self) -> tuple[str, ...]:
-        return (self.phash, self.mirror, *self.crops, *self.mirror_crops)
+        return (self.phash, self.mirror, *self.crops, *self.mirror_crops, *self.corners)
+
+
+# A crop that takes more off one side than the other moves the picture's centre: these probes cut
+# CORNER_CUT off two adjacent sides (left+top, right+top, left+bottom, right+bottom).
+CORNER_CUT = 0.06
+CORNERS: tuple[tuple[int, int, int, int], ...] = ((1, 1, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1), (0, 0, 1, 1))
+
+
+def _corner_crop(image: Image.Image, sides: tuple[int, int, int, int]) -> Image.Image:
+    w, h = image.size
+    dx, dy = round(w * CORNER_CUT), round(h * CORNER_CUT)
+    left, top, right, bottom = sides
+    return image.crop(
+        (dx * left, dy * top, max(dx * left + 1, w - dx * right), max(dy * top + 1, h - dy * bottom))
+    )
 
 
 def _centre_crop(image: Image.Image, fraction: float) -> Image.Image:
@@ -114,11 +130,12 @@ def probe_spaces(probes: Probes) -> list[tuple[str, str, bool]]:
     Two images are candidates when a query of one lies within the radius of a key of the other in the
     same space: in space ``full`` the key is the full-view hash and every probe queries it (a crop,
     frame or mirror of B hashes like a probe of A); in space ``crop<k>`` the k-th centre crops meet
-    (a caption band or a tilt changes the edges, not the centre).
+    (a caption band or a tilt changes the edges, not the centre), in ``corner<k>`` the k-th corner crops.
     """
     rows = [("full", probes.phash, True)]
     rows += [("full", h, False) for h in probes.all()[1:]]
     rows += [(f"crop{k}", h, True) for k, h in enumerate(probes.crops)]
+    rows += [(f"corner{k}", h, True) for k, h in enumerate(probes.corners)]
     return rows
 
 
@@ -128,8 +145,9 @@ def candidate_distance(a: Probes, b: Probes) -> int:
         min(hamming(a.phash, h) for h in b.all()),
         min(hamming(b.phash, h) for h in a.all()),
     )
-    crops = min(hamming(x, y) for x, y in zip(a.crops, b.crops, strict=True))
-    return min(full, crops)
+    same_cut = [hamming(x, y) for x, y in zip(a.crops, b.crops, strict=True)]
+    same_cut += [hamming(x, y) for x, y in zip(a.corners, b.corners, strict=False)]
+    return min(full, *same_cut)
 
 
 def probe_hashes(image: Image.Image) -> Probes:
@@ -140,6 +158,7 @@ def probe_hashes(image: Image.Image) -> Probes:
         phash(mirrored),
         tuple(phash(_centre_crop(image, f)) for f in CROP_PROBES),
         tuple(phash(_centre_crop(mirrored, f)) for f in CROP_PROBES),
+        tuple(phash(_corner_crop(image, sides)) for sides in CORNERS),
     )
 
 

@@ -10,6 +10,7 @@ canonical itself: no chains.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -208,10 +209,12 @@ def rank_key(m: Member) -> tuple:
 def assign_canonicals(members: Iterable[Member], edges: Iterable[Edge]) -> dict[str, str]:
     """Map each image id to its canonical: itself, or a canonical it was verified against directly.
 
-    Greedy in rank order (``rank_key``): published canonicals keep their role; each other image
-    becomes an alias of the best-scored canonical among its own verified neighbours, or a canonical
-    itself when it has none. No transitive closure: a neighbour of a neighbour is never enough, so an
-    alias always lies one verified match from its canonical. Deterministic for a given input.
+    Published canonicals keep their role and take their verified neighbours first (best score
+    wins). Then, among the images left, the one verified against the most others left becomes a
+    canonical (ties: ``rank_key`` — larger, earlier, smaller id) and takes those neighbours as aliases;
+    repeat. A hub is what every copy of a photo was verified against (the original, not its
+    upscaled or framed copy), so this groups most copies without ever chaining: an alias always
+    lies one verified match from its canonical. Deterministic for a given input.
     """
     by_id = {m.image_id: m for m in members}
     neighbours: dict[str, dict[str, float]] = {i: {} for i in by_id}
@@ -220,18 +223,31 @@ def assign_canonicals(members: Iterable[Member], edges: Iterable[Edge]) -> dict[
             neighbours[e.a][e.b] = max(e.score, neighbours[e.a].get(e.b, 0.0))
             neighbours[e.b][e.a] = max(e.score, neighbours[e.b].get(e.a, 0.0))
     out: dict[str, str] = {}
-    canonicals: set[str] = set()
-    for m in sorted(by_id.values(), key=rank_key):
-        if m.existing_canonical:
-            out[m.image_id] = m.image_id
-            canonicals.add(m.image_id)
+    published = [m.image_id for m in sorted(by_id.values(), key=rank_key) if m.existing_canonical]
+    for p in published:
+        out[p] = p
+    for image_id in sorted(by_id):
+        if image_id in out:
             continue
-        choices = [(score, n) for n, score in neighbours[m.image_id].items() if n in canonicals]
+        choices = [(score, n) for n, score in neighbours[image_id].items() if n in published]
         if choices:
-            # Highest score, ties to the better-ranked canonical.
-            best = min(choices, key=lambda c: (-c[0], rank_key(by_id[c[1]])))[1]
-            out[m.image_id] = best
-        else:
-            out[m.image_id] = m.image_id
-            canonicals.add(m.image_id)
+            out[image_id] = min(choices, key=lambda c: (-c[0], rank_key(by_id[c[1]])))[1]
+
+    def open_degree(image_id: str) -> int:
+        return sum(1 for n in neighbours[image_id] if n not in out)
+
+    heap = [(-open_degree(i), rank_key(by_id[i]), i) for i in by_id if i not in out]
+    heapq.heapify(heap)
+    while heap:
+        neg_degree, _, image_id = heapq.heappop(heap)
+        if image_id in out:
+            continue
+        degree = open_degree(image_id)
+        if degree != -neg_degree:  # stale: some neighbours were taken since it was pushed
+            heapq.heappush(heap, (-degree, rank_key(by_id[image_id]), image_id))
+            continue
+        out[image_id] = image_id
+        for n in sorted(neighbours[image_id]):
+            if n not in out:
+                out[n] = image_id
     return out

@@ -18,7 +18,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.core.imaging import CROP_PROBES
+from jobs.core.imaging import CORNERS, CROP_PROBES
 
 HASH_BITS = 64
 NEIGHBOUR_RADIUS = 1
@@ -71,6 +71,7 @@ def band_keys(df: DataFrame, plan: BandPlan, hash_col: str = "phash_long") -> Da
     rows = []
     for band, (offset, width) in enumerate(plan.bands):
         mask = (1 << width) - 1
+        mask = mask - (1 << 64) if mask >= 1 << 63 else mask  # a 64-bit band: all bits, as a signed long
         value = F.shiftrightunsigned(F.col(hash_col), offset).bitwiseAND(F.lit(mask))
         flips = F.explode(F.sequence(F.lit(-1), F.lit(width - 1))).alias("flip")
         rows.append(
@@ -113,7 +114,7 @@ def near_duplicate_pairs(
 def probe_rows(df: DataFrame, id_col: str = "image_id") -> DataFrame:
     """(id, space, hash_long, is_key) rows of ``imaging.probe_spaces`` from ``phash`` and ``probe_hashes``.
 
-    ``probe_hashes`` is ``Probes.all()[1:]`` (mirror, 4 centre crops, 4 mirrored crops); a row without
+    ``probe_hashes`` is ``Probes.all()[1:]`` (mirror, 4 centre, 4 mirrored and 4 corner crops); a row without
     it (written before probes existed) still takes part with its full-view hash as a key.
     """
     probes = F.coalesce(F.col("probe_hashes"), F.array().cast("array<string>"))
@@ -124,17 +125,21 @@ def probe_rows(df: DataFrame, id_col: str = "image_id") -> DataFrame:
         probes,
         lambda h: F.struct(F.lit("full").alias("space"), h.alias("hash"), F.lit(False).alias("is_key")),
     )
-    crop_keys = F.transform(
-        F.slice(probes, 2, len(CROP_PROBES)),
-        lambda h, i: F.struct(
-            F.concat(F.lit("crop"), i.cast("string")).alias("space"),
-            h.alias("hash"),
-            F.lit(True).alias("is_key"),
-        ),
-    )
-    rows = df.select(
-        F.col(id_col).alias("id"), F.explode(F.concat(F.array(full_key), queries, crop_keys)).alias("p")
-    )
+
+    def keys(prefix: str, start: int, count: int) -> Column:
+        # Positions in ``probe_hashes`` (1-based): 1 mirror, 2.. centre crops, then mirrored crops, corners.
+        return F.transform(
+            F.slice(probes, start, count),
+            lambda h, i: F.struct(
+                F.concat(F.lit(prefix), i.cast("string")).alias("space"),
+                h.alias("hash"),
+                F.lit(True).alias("is_key"),
+            ),
+        )
+
+    n = len(CROP_PROBES)
+    spaces = F.concat(F.array(full_key), queries, keys("crop", 2, n), keys("corner", 2 + 2 * n, len(CORNERS)))
+    rows = df.select(F.col(id_col).alias("id"), F.explode(spaces).alias("p"))
     return rows.select("id", "p.space", phash_long_col(F.col("p.hash")).alias("hash_long"), "p.is_key")
 
 
@@ -214,3 +219,44 @@ def verify_candidates(pairs: DataFrame, contents: DataFrame, max_pixels: int) ->
             yield pd.DataFrame(out, columns=[f.split()[0] for f in VERDICT_SCHEMA.split(", ")])
 
     return joined.mapInPandas(verify, VERDICT_SCHEMA)
+
+
+def tag_groups(membership: DataFrame, links: DataFrame) -> DataFrame:
+    """``membership`` (image_id, canonical_id) plus ``tag_group``: clusters joined by a verified link share one.
+
+    An alias belongs to one canonical (no chaining), but a link between members of two clusters is
+    verified evidence that both hold the same photo, so jurisdiction tags are unioned over the
+    clusters it joins. Such cross-cluster canonical pairs are few; they are collected and joined on
+    the driver; a group is named by its smallest canonical id.
+    """
+    a = membership.select("image_id", F.col("canonical_id").alias("ca"))
+    b = membership.select(F.col("image_id").alias("other_image_id"), F.col("canonical_id").alias("cb"))
+    pairs = (
+        links.select("image_id", "other_image_id")
+        .join(a, "image_id")
+        .join(b, "other_image_id")
+        .where(F.col("ca") != F.col("cb"))
+        .select("ca", "cb")
+        .distinct()
+        .collect()
+    )
+    if not pairs:
+        return membership.withColumn("tag_group", F.col("canonical_id"))
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in pairs:
+        ra, rb = root(p["ca"]), root(p["cb"])
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    mapping = [(c, root(c)) for c in list(parent) if root(c) != c]
+    groups = membership.sparkSession.createDataFrame(mapping, "canonical_id string, tag_group string")
+    return membership.join(groups, "canonical_id", "left").withColumn(
+        "tag_group", F.coalesce(F.col("tag_group"), F.col("canonical_id"))
+    )

@@ -32,7 +32,13 @@ from jobs.core.neardup import METHOD as NEAR_DUP_METHOD
 from jobs.core.neardup import Edge, Member, assign_canonicals
 from jobs.core.policy import Policy, load_policy, tags_for_source
 from jobs.core.runs import RunContext, start_run
-from jobs.ingest.dedupe import candidate_pairs, near_duplicate_pairs, phash_long_col, verify_candidates
+from jobs.ingest.dedupe import (
+    candidate_pairs,
+    near_duplicate_pairs,
+    phash_long_col,
+    tag_groups,
+    verify_candidates,
+)
 from jobs.ingest.suppression import load_suppression, without_suppressed_hosts
 from jobs.lake.tables import (
     ensure_table,
@@ -50,7 +56,7 @@ from jobs.quality.gate import publish_gate
 log = logging.getLogger("facelake.ingest")
 
 MANIFEST_NAME = "manifest.jsonl"
-WRITE_ORDER = ("image_sources", "images", "crawl_manifest", "quarantine")
+WRITE_ORDER = ("image_sources", "images", "image_links", "crawl_manifest", "quarantine")
 
 # One row per manifest line, valid or not, before it is split into crawl_manifest and quarantine.
 _PARSED = T.StructType(
@@ -336,7 +342,9 @@ def _ingest(
     run.inputs.update({"drop_id": drop_id})
     policy = load_policy(config.policy_file or None)
     init_lake(spark, config.lake)
-    read_versions = pin_read_versions(spark, config.lake, ("images", "image_sources", "suppression"), run)
+    read_versions = pin_read_versions(
+        spark, config.lake, ("images", "image_sources", "image_links", "suppression"), run
+    )
     now = F.lit(datetime.now(UTC)).cast("timestamp")
     suppressed = load_suppression(spark, config.lake, read_versions["suppression"])
 
@@ -426,8 +434,9 @@ def _ingest(
         )
         .join(existing.select("image_id"), "image_id", "left_anti")
     )
-    canonical_of = _assign_canonicals(spark, config, new_images, existing, read_versions["images"])
+    canonical_of, verified = _assign_canonicals(spark, config, new_images, existing, read_versions["images"])
     new_images = new_images.join(canonical_of, "image_id")
+    new_links = link_rows(spark, verified, "ingest", run)
 
     # 6. Tags: the union over every source of every member of the cluster (existing + new sources).
     stored_sources = read_table(spark, config.lake, "image_sources", read_versions["image_sources"])
@@ -437,35 +446,48 @@ def _ingest(
     membership = existing.select("image_id", "canonical_id").unionByName(
         canonical_of.select("image_id", "canonical_id")
     )
-    cluster_tags = union_cluster_tags(all_sources, membership)
-    image_rows = new_images.join(cluster_tags, "canonical_id", "left").select(
-        "image_id",
-        "phash",
-        "canonical_id",
-        "near_dup_distance",
-        "near_dup_method",
-        "near_dup_score",
-        "probe_hashes",
-        "width",
-        "height",
-        "format",
-        "byte_size",
-        "content",
-        F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("jurisdiction_tags"),
-        F.lit(policy.version).alias("policy_version"),
-        "first_crawled_at",
-        F.lit(drop_id).alias("first_drop_id"),
-        now.alias("ingested_at"),
-        F.lit(run.run_id).alias("run_id"),
+    # Tags are unioned over each cluster and over clusters a verified link joins (same photo).
+    stored_links = read_table(spark, config.lake, "image_links", read_versions["image_links"])
+    link_pairs = stored_links.select("image_id", "other_image_id").unionByName(
+        new_links.select("image_id", "other_image_id")
+    )
+    groups = persist(tag_groups(membership, link_pairs).select("image_id", "tag_group"))
+    cluster_tags = union_cluster_tags(
+        all_sources, groups.select("image_id", F.col("tag_group").alias("canonical_id"))
+    ).withColumnRenamed("canonical_id", "tag_group")
+    image_rows = (
+        new_images.join(groups, "image_id")
+        .join(cluster_tags, "tag_group", "left")
+        .select(
+            "image_id",
+            "phash",
+            "canonical_id",
+            "near_dup_distance",
+            "near_dup_method",
+            "near_dup_score",
+            "probe_hashes",
+            "width",
+            "height",
+            "format",
+            "byte_size",
+            "content",
+            F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("jurisdiction_tags"),
+            F.lit(policy.version).alias("policy_version"),
+            "first_crawled_at",
+            F.lit(drop_id).alias("first_drop_id"),
+            now.alias("ingested_at"),
+            F.lit(run.run_id).alias("run_id"),
+        )
     )
     # Existing images whose cluster gained a tag through this drop's sources.
     retagged = (
         read_table(spark, config.lake, "images", read_versions["images"])
-        .join(cluster_tags.withColumnRenamed("jurisdiction_tags", "new_tags"), "canonical_id")
+        .join(groups, "image_id")
+        .join(cluster_tags.withColumnRenamed("jurisdiction_tags", "new_tags"), "tag_group")
         .where(~F.col("jurisdiction_tags").eqNullSafe(F.col("new_tags")))
         .withColumn("jurisdiction_tags", F.col("new_tags"))
         .withColumn("policy_version", F.lit(policy.version))
-        .drop("new_tags")
+        .drop("new_tags", "tag_group")
     )
 
     # 7. Counts (before writing, so a failed write still reports what it saw).
@@ -511,6 +533,7 @@ def _ingest(
     publish = {
         "image_sources": persist(only_new(spark, config.lake, "image_sources", sources)),
         "images": persist(image_rows.unionByName(retagged)),
+        "image_links": persist(only_new(spark, config.lake, "image_links", new_links)),
         "crawl_manifest": persist(only_new(spark, config.lake, "crawl_manifest", manifest_rows)),
         "quarantine": persist(only_new(spark, config.lake, "quarantine", quarantine)),
     }
@@ -519,6 +542,7 @@ def _ingest(
     gate = gate or publish_gate(spark, config, run)
     gate("image_sources", publish["image_sources"], references={"images": publish["images"]})
     gate("images", publish["images"], references={"image_sources": publish["image_sources"]})
+    gate("image_links", publish["image_links"])
     gate("crawl_manifest", publish["crawl_manifest"])
     gate("quarantine", publish["quarantine"])
 
@@ -545,6 +569,10 @@ def _ingest(
         ),
     )
     step(
+        "image_links",
+        merge_new_rows(spark, config.lake, "image_links", publish["image_links"], run, already_new=True),
+    )
+    step(
         "crawl_manifest",
         merge_new_rows(
             spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run, already_new=True
@@ -565,8 +593,9 @@ def _assign_canonicals(
     new_images: DataFrame,
     existing: DataFrame,
     images_version: int,
-) -> DataFrame:
-    """(image_id, canonical_id, near_dup_distance, near_dup_method, near_dup_score) for every new image.
+) -> tuple[DataFrame, list[dict]]:
+    """(image_id, canonical_id, near_dup_distance, near_dup_method, near_dup_score) for every new image,
+    and the verified pairs (``dedupe.VERDICT_SCHEMA`` dicts) that decided it.
 
     Candidates: the exact probe-hash banding join of the new images against new + published ones
     (``dedupe.candidate_pairs``), plus, for a published alias among them, its canonical (an alias
@@ -601,6 +630,7 @@ def _assign_canonicals(
         stored.join(needed, "image_id", "left_semi")
     )
     verdicts = verify_candidates(pairs, contents, config.max_image_pixels).where("matched").collect()
+    verified = [v.asDict() for v in verdicts]
     edges = [Edge(r["a_id"], r["b_id"], r["score"]) for r in verdicts]
     new_rows = new_images.select("image_id", "phash", "width", "height", "first_crawled_at").collect()
     touched = {e.b for e in edges} - {r["image_id"] for r in new_rows}
@@ -629,10 +659,30 @@ def _assign_canonicals(
                     score_of[frozenset((image_id, canonical_id))],
                 )
             )
-    return spark.createDataFrame(
-        rows,
-        "image_id string, canonical_id string, near_dup_distance int, near_dup_method string, near_dup_score double",
-    )
+    schema = "image_id string, canonical_id string, near_dup_distance int, near_dup_method string, near_dup_score double"
+    return spark.createDataFrame(rows, schema), verified
+
+
+LINK_INPUT = "a_id string, b_id string, score double, inliers int, mirrored boolean"
+
+
+def link_rows(spark: SparkSession, verified: list[dict], stage: str, run: RunContext) -> DataFrame:
+    """``image_links`` rows for verified pairs (``VERDICT_SCHEMA`` dicts): smaller id first, deterministic id."""
+    rows = [(v["a_id"], v["b_id"], v["score"], v["inliers"], v["mirrored"]) for v in verified]
+    pairs = spark.createDataFrame(rows, LINK_INPUT)
+    first, second = F.least("a_id", "b_id"), F.greatest("a_id", "b_id")
+    return pairs.select(
+        row_id_col(first, second).alias("link_id"),
+        first.alias("image_id"),
+        second.alias("other_image_id"),
+        F.lit(NEAR_DUP_METHOD).alias("method"),
+        "score",
+        "inliers",
+        "mirrored",
+        F.lit(stage).alias("stage"),
+        F.current_timestamp().alias("found_at"),
+        F.lit(run.run_id).alias("run_id"),
+    ).dropDuplicates(["link_id"])
 
 
 def record_counts(report: IngestReport, run: RunContext) -> dict[str, int]:

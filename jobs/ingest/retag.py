@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
 from jobs.core.policy import load_policy
 from jobs.core.runs import RunContext, start_run
+from jobs.ingest.dedupe import tag_groups
 from jobs.ingest.job import tags_udf, union_cluster_tags
 from jobs.lake.schemas import table_spec
 from jobs.lake.tables import pin_read_versions, read_table, upsert_rows
@@ -51,7 +52,7 @@ def retag(
     policy = load_policy(config.policy_file or None)
     run.inputs.update({"policy_version": policy.version})
     tag = tags_udf(policy)
-    read_versions = pin_read_versions(spark, config.lake, WRITE_ORDER, run)
+    read_versions = pin_read_versions(spark, config.lake, (*WRITE_ORDER, "image_links"), run)
 
     def pinned(name: str) -> DataFrame:
         return read_table(spark, config.lake, name, read_versions[name])
@@ -62,13 +63,15 @@ def retag(
     source_tags = sources.select(
         "source_id", "image_id", tag("source_url", "page_url", "country", "tags").alias("_new_tags")
     ).persist()
+    # Unioned over each cluster and over the clusters verified links join (same photo).
+    groups = tag_groups(images.select("image_id", "canonical_id"), pinned("image_links")).select(
+        "image_id", F.col("tag_group").alias("canonical_id")
+    )
     cluster = union_cluster_tags(
-        source_tags.select("image_id", F.col("_new_tags").alias("jurisdiction_tags")),
-        images.select("image_id", "canonical_id"),
+        source_tags.select("image_id", F.col("_new_tags").alias("jurisdiction_tags")), groups
     )
     image_tags = (
-        images.select("image_id", "canonical_id")
-        .join(cluster, "canonical_id", "left")
+        groups.join(cluster, "canonical_id", "left")
         .select(
             "image_id", F.coalesce("jurisdiction_tags", F.array().cast("array<string>")).alias("_new_tags")
         )

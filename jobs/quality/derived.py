@@ -146,6 +146,14 @@ def with_near_dup_verified(df: DataFrame) -> DataFrame:
     return df.withColumn("near_dup_verified", _null_if("canonical_id", F.coalesce(ok, F.lit(False))))
 
 
+def with_link_ordered(df: DataFrame) -> DataFrame:
+    """Adds ``link_ordered``: ``image_id`` < ``other_image_id`` (one row per pair, no self-link)."""
+    return df.withColumn(
+        "link_ordered",
+        _null_if("link_id", F.coalesce(F.col("image_id") < F.col("other_image_id"), F.lit(False))),
+    )
+
+
 def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
     """Adds ``suppressed``: the row's content, URL or host is on the suppression list.
 
@@ -227,6 +235,7 @@ DERIVED_COLUMNS: dict[str, Derived] = {
         lambda df, refs: with_canonical_ok(df, refs.get("images", ["image_id", "canonical_id"])), ("images",)
     ),
     "near_dup_verified": Derived(lambda df, refs: with_near_dup_verified(df)),
+    "link_ordered": Derived(lambda df, refs: with_link_ordered(df)),
     "suppressed": Derived(
         lambda df, refs: with_suppressed(df, refs.get("suppression", ["kind", "value"])), ("suppression",)
     ),

@@ -79,6 +79,9 @@ def image_rows(images: dict[str, tuple[bytes, list[str], str | None]]) -> list[t
                 "d" * 16,
                 NOW,
                 f"seed-{name}",
+                "orb_ransac_pixels" if canonical else None,
+                0.95 if canonical else None,
+                None,
             )
         )
     return rows

@@ -1,18 +1,17 @@
-"""Near-duplicate banding is exact (checked against brute force), and canonical choice is deterministic."""
+"""Near-duplicate candidate joins are exact: banding and the probe-space join checked against brute force."""
 
 from __future__ import annotations
 
 import random
-from datetime import datetime
 
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from jobs.core.imaging import Probes, candidate_distance, hamming
 from jobs.ingest.dedupe import (
-    Member,
-    assign_canonicals,
     band_plan,
+    candidate_pairs,
     near_duplicate_pairs,
     phash_long_col,
     phash_to_long,
@@ -76,30 +75,54 @@ def test_banding_join_equals_brute_force(spark: SparkSession, threshold: int) ->
     assert got == want
 
 
-def test_canonical_is_largest_then_earliest_then_id() -> None:
-    t0, t1 = datetime(2026, 1, 1), datetime(2026, 2, 1)
-    members = [
-        Member("a", 100, t1),
-        Member("b", 400, t1),
-        Member("c", 400, t0),
-        Member("d", 50, t0),
-        Member("e", 10, t0),
-    ]
-    out = assign_canonicals(members, [("a", "b"), ("b", "c"), ("d", "a")])
-    assert out == {"a": "c", "b": "c", "c": "c", "d": "c", "e": "e"}
-    # Input order does not matter.
-    assert assign_canonicals(list(reversed(members)), [("c", "b"), ("a", "d"), ("b", "a")]) == out
+def _probes(rng: random.Random, base: int | None = None) -> list[str]:
+    """A phash and 12 probe hashes; with ``base``, each is ``base`` with a few bits flipped."""
+    out = []
+    for _ in range(13):
+        if base is None:
+            out.append(f"{rng.getrandbits(64):016x}")
+        else:
+            value = base
+            for bit in rng.sample(range(64), rng.randint(0, 7)):
+                value ^= 1 << bit
+            out.append(f"{value:016x}")
+    return out
 
 
-def test_published_canonical_keeps_its_role() -> None:
-    t0 = datetime(2026, 1, 1)
-    members = [Member("old", 10, t0, existing_canonical=True), Member("new_big", 10_000, t0)]
-    assert assign_canonicals(members, [("new_big", "old")]) == {"old": "old", "new_big": "old"}
+def test_candidate_pairs_equal_the_pure_rule(spark: SparkSession) -> None:
+    """The Spark probe join finds exactly the pairs ``imaging.candidate_distance`` puts within the radius."""
+    rng = random.Random(11)
+    rows = []
+    for i in range(160):
+        # Every fourth image shares hashes with a random earlier one, in a random probe slot.
+        base = int(rows[rng.randrange(len(rows))][1], 16) if rows and i % 4 == 0 else None
+        hashes = _probes(rng, base)
+        rows.append((f"i{i:03d}", hashes[0], hashes[1:]))
+    rows.append(("legacy", rows[5][1], None))  # written before probes existed: full hash only
+    df = spark.createDataFrame(rows, "image_id string, phash string, probe_hashes array<string>")
+    radius = 9
+    got = {(r["a_id"], r["b_id"], r["distance"]) for r in candidate_pairs(df, df, radius).collect()}
 
+    def probes(row: tuple) -> Probes | None:
+        tail = row[2]
+        return (
+            Probes(row[1], tail[0], tuple(tail[1:5]), tuple(tail[5:9]), tuple(tail[9:13])) if tail else None
+        )
 
-def test_bridge_between_two_published_clusters_joins_the_nearest() -> None:
-    t0 = datetime(2026, 1, 1)
-    members = [Member("p1", 10, t0, True), Member("p2", 99, t0, True), Member("x", 5, t0), Member("y", 5, t0)]
-    out = assign_canonicals(members, [("x", "p1"), ("x", "y"), ("y", "p2")])
-    assert out["p1"] == "p1" and out["p2"] == "p2"
-    assert out["x"] == "p1" and out["y"] == "p2"
+    want = set()
+    for a in rows:
+        for b in rows:
+            if a[0] == b[0]:
+                continue
+            pa, pb = probes(a), probes(b)
+            if pa and pb:
+                d = candidate_distance(pa, pb)
+            else:  # a legacy row only has its full hash, as a key
+                full = pa or pb
+                other = b[1] if pa else a[1]
+                d = min(hamming(h, other) for h in full.all()) if full else hamming(a[1], b[1])
+            if d <= radius:
+                want.add((a[0], b[0], d))
+    assert len(want) > 40, "the data must contain candidates"
+    assert any("legacy" in (a, b) for a, b, _ in want)
+    assert got == want

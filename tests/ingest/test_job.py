@@ -128,8 +128,7 @@ def test_near_duplicates_and_mirrors_fold_into_their_originals_canonical(ingeste
             assert image["near_dup_distance"] == hamming(image["phash"], canonical["phash"])
             assert image["near_dup_method"] == "orb_ransac_pixels"
             assert VerifyParams().min_agreement <= image["near_dup_score"] <= 1.0
-            assert canonical["width"] * canonical["height"] >= image["width"] * image["height"]
-        assert len(image["probe_hashes"]) == 9
+        assert len(image["probe_hashes"]) == 12
     ok = [ln for ln in lines.values() if ln["expected"] == "ok"]
     copies = {ln["content_id"] for ln in ok if ln["near_dup_of_line"] or ln["mirror_of_line"]}
     families = {ln["content_id"] for ln in ok} - copies

@@ -40,6 +40,7 @@ TABLE_SUITES = [
     "faces",
     "quarantine",
     "suppression",
+    "image_links",
     "dq_results",
     "erasure_audit",
 ]
@@ -88,7 +89,7 @@ def image_row(i: int) -> dict[str, Any]:
         "near_dup_distance": None,
         "near_dup_method": None,
         "near_dup_score": None,
-        "probe_hashes": [h16("probe", i * 9 + k) for k in range(9)],
+        "probe_hashes": [h16("probe", i * 12 + k) for k in range(12)],
         "width": 640 + i,
         "height": 480,
         "format": "JPEG",
@@ -227,6 +228,22 @@ def suppression_row(i: int) -> dict[str, Any]:
     }
 
 
+def link_row(i: int) -> dict[str, Any]:
+    a, b = sorted((h64("image", i), h64("image", i + 100)))
+    return {
+        "link_id": h64("link", i),
+        "image_id": a,
+        "other_image_id": b,
+        "method": "orb_ransac_pixels",
+        "score": 0.9,
+        "inliers": 120,
+        "mirrored": bool(i % 2),
+        "stage": "ingest" if i % 2 else "faces",
+        "found_at": NOW,
+        "run_id": "r1",
+    }
+
+
 def dq_row(i: int) -> dict[str, Any]:
     return {
         "run_id": "r1",
@@ -278,6 +295,7 @@ ROW_MAKERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "crawl_manifest": manifest_row,
     "quarantine": quarantine_row,
     "suppression": suppression_row,
+    "image_links": link_row,
     "dq_results": dq_row,
     "erasure_audit": audit_row,
     "erased_selector": counts_row,
@@ -436,6 +454,11 @@ def _landmark_outside(row: dict[str, Any], case: Case) -> list[str]:
     return [row["face_id"]]
 
 
+def _swap_link(row: dict[str, Any], case: Case) -> list[str]:
+    row.update(image_id=row["other_image_id"], other_image_id=row["image_id"])
+    return [row["link_id"]]
+
+
 def _erased_rows_left(row: dict[str, Any], case: Case) -> list[str]:
     row.update(matching_rows=3)
     return [str(row["table_version"])]
@@ -552,6 +575,15 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_match_regex(file_sha256)": _set(file_sha256="abc"),
         "expect_column_values_to_be_between(byte_size)": _set(byte_size=-1),
         "expect_column_value_lengths_to_be_between(raw_line)": _set(raw_line="x" * 5000),
+    },
+    "image_links": {
+        "expect_column_values_to_be_unique(link_id)": _copy_of_first("link_id"),
+        "expect_column_values_to_match_regex(link_id)": _set(link_id="L-1"),
+        "expect_column_values_to_match_regex(image_id)": _set(image_id="0" * 63),
+        "expect_column_values_to_match_regex(other_image_id)": _set(other_image_id="f" * 65),
+        "expect_column_values_to_be_in_set(link_ordered)": _swap_link,
+        "expect_column_values_to_be_between(score)": _set(score=0.5),
+        "expect_column_values_to_be_in_set(stage)": _set(stage="guess"),
     },
     "suppression": {
         "expect_column_values_to_not_be_null(suppression_id)": _null("suppression_id"),
