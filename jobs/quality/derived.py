@@ -147,11 +147,10 @@ def with_near_dup_verified(df: DataFrame) -> DataFrame:
 
 
 def with_link_ordered(df: DataFrame) -> DataFrame:
-    """Adds ``link_ordered``: ``image_id`` < ``other_image_id`` (one row per pair, no self-link)."""
-    return df.withColumn(
-        "link_ordered",
-        _null_if("link_id", F.coalesce(F.col("image_id") < F.col("other_image_id"), F.lit(False))),
-    )
+    """Adds ``link_ordered``: ``image_id`` < ``other_image_id`` (one row per pair, no self-link); null
+    when an id is null (the not-null expectations report those rows)."""
+    a, b = F.col("image_id"), F.col("other_image_id")
+    return df.withColumn("link_ordered", F.when(a.isNull() | b.isNull(), F.lit(None)).otherwise(a < b))
 
 
 def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:

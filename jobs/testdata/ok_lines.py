@@ -110,7 +110,8 @@ def near_dup(state: DropState, rng: random.Random, line_no: int, entry: dict[str
                 continue  # the same transform of the same original again would be an exact dup
             decoded = decode(data)
             hashes = phash_pair(decoded)
-            close = hamming(hashes, original.hashes) <= NEAR_DUP_MAX_DISTANCE
+            # A re-post copy may lie far by pHash (that is the point); the others stay close.
+            close = kind == "near_copy" or hamming(hashes, original.hashes) <= NEAR_DUP_MAX_DISTANCE
             if (
                 close
                 and state.registry.min_distance(hashes, exclude_group=original.group) >= DISTINCT_MIN_DISTANCE

@@ -70,7 +70,7 @@ COVERAGE_PLAN: tuple[str, ...] = (
     "symlink_out_of_drop",
     "unique_nonface",
     "symlink_folder",
-    "near_format",
+    "near_copy",
     "unique_face",
 )
 
@@ -86,6 +86,7 @@ TAIL_WEIGHTS: dict[str, float] = {
     "near_crop": 3,
     "near_brightness": 3,
     "near_format": 3,
+    "near_copy": 3,
     "mirror": 3,
     "animated_gif": 1,
     "exif_orientation": 1,
@@ -145,7 +146,7 @@ EXPECTED_BY_KIND: dict[str, str] = {
     "dir_as_image": QuarantineReason.NOT_A_FILE,
 }
 ALL_KINDS: tuple[str, ...] = tuple(dict.fromkeys(COVERAGE_PLAN))
-NEAR_KINDS = ("near_jpeg_quality", "near_resize", "near_crop", "near_brightness", "near_format")
+NEAR_KINDS = ("near_jpeg_quality", "near_resize", "near_crop", "near_brightness", "near_format", "near_copy")
 SPECIAL_KINDS = ("animated_gif", "exif_orientation", "ext_mismatch")
 BAD_FILE_KINDS = (
     "empty_file",

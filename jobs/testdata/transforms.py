@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from jobs.testdata.copies import make_copy
 from jobs.testdata.images import PictureMaker, decode, encode
 
 EXIF_ORIENTATION_TAG = 0x0112
+SAMPLE_COPY_TRANSFORMS = ("caption", "border", "rotate", "grayscale", "crop_5")
 
 
 def near_variant(
@@ -43,6 +45,12 @@ def near_variant(
         factor = rng.choice((-1, 1)) * rng.uniform(0.04, 0.10)
         out = ImageEnhance.Brightness(img).enhance(1 + factor)
         return encode(out, fmt, quality), fmt, f"brightness:{factor:+.3f}"
+    if kind == "near_copy":
+        # The re-post transforms of jobs.testdata.copies that pHash alone misses or barely sees (the
+        # verifier's job), kept to those that leave a small synthetic picture enough texture.
+        name = rng.choice(SAMPLE_COPY_TRANSFORMS)
+        copy = make_copy(img, name, rng)
+        return copy.data, copy.fmt, f"copy_{name}:{copy.label}"
     if kind == "near_format":
         target = {"PNG": "WEBP", "WEBP": "PNG", "JPEG": "PNG"}[fmt]
         return encode(img, target, 90), target, f"format:{fmt.lower()}->{target.lower()}"

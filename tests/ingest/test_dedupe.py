@@ -76,9 +76,9 @@ def test_banding_join_equals_brute_force(spark: SparkSession, threshold: int) ->
 
 
 def _probes(rng: random.Random, base: int | None = None) -> list[str]:
-    """A phash and 12 probe hashes; with ``base``, each is ``base`` with a few bits flipped."""
+    """A phash and 13 probe hashes; with ``base``, each is ``base`` with a few bits flipped."""
     out = []
-    for _ in range(13):
+    for _ in range(14):
         if base is None:
             out.append(f"{rng.getrandbits(64):016x}")
         else:

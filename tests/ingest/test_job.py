@@ -128,7 +128,7 @@ def test_near_duplicates_and_mirrors_fold_into_their_originals_canonical(ingeste
             assert image["near_dup_distance"] == hamming(image["phash"], canonical["phash"])
             assert image["near_dup_method"] == "orb_ransac_pixels"
             assert VerifyParams().min_agreement <= image["near_dup_score"] <= 1.0
-        assert len(image["probe_hashes"]) == 12
+        assert len(image["probe_hashes"]) == 13
     ok = [ln for ln in lines.values() if ln["expected"] == "ok"]
     copies = {ln["content_id"] for ln in ok if ln["near_dup_of_line"] or ln["mirror_of_line"]}
     families = {ln["content_id"] for ln in ok} - copies
@@ -183,7 +183,12 @@ def test_every_commit_names_its_run_drop_and_input_versions(spark: SparkSession,
         assert last["job"] == "ingest" and last["operation"] == "MERGE", name
         assert last["inputs"]["drop_id"] == ingested["report"].drop_id
         # Tables were created empty (version 0) and read at that version: one consistent snapshot.
-        assert last["inputs"]["read_versions"] == {"images": 0, "image_sources": 0, "suppression": 0}
+        assert last["inputs"]["read_versions"] == {
+            "images": 0,
+            "image_sources": 0,
+            "image_links": 0,
+            "suppression": 0,
+        }
 
 
 def test_second_ingest_of_the_same_drop_is_a_noop(spark: SparkSession, ingested: dict) -> None:

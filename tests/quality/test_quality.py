@@ -89,7 +89,7 @@ def image_row(i: int) -> dict[str, Any]:
         "near_dup_distance": None,
         "near_dup_method": None,
         "near_dup_score": None,
-        "probe_hashes": [h16("probe", i * 12 + k) for k in range(12)],
+        "probe_hashes": [h16("probe", i * 13 + k) for k in range(13)],
         "width": 640 + i,
         "height": 480,
         "format": "JPEG",

@@ -156,7 +156,8 @@ def test_every_category_and_reason_is_present(key: dict[str, Any]) -> None:
     assert any(e["has_face_expected"] is True for e in _entries(key, expected="ok"))
     assert any(e["has_face_expected"] is False for e in _entries(key, expected="ok"))
     transforms = {e["transform"].split(":")[0] for e in key["lines"] if e["near_dup_of_line"]}
-    assert transforms == {"jpeg_quality", "resize", "crop", "brightness", "format"}
+    assert {"jpeg_quality", "resize", "crop", "brightness", "format"} <= transforms
+    assert {t for t in transforms if t.startswith("copy_")}, "a re-post copy from jobs.testdata.copies"
     formats = {e["format"] for e in _entries(key, expected="ok")}
     assert {"JPEG", "PNG", "WEBP", "GIF"} <= formats
 
@@ -489,7 +490,8 @@ def test_near_duplicates_are_close_and_mirrors_are_not(key: dict[str, Any], hash
     mirrors = [e for e in key["lines"] if e["mirror_of_line"] is not None]
     assert near and mirrors
     for entry in near:
-        assert _distance(hashes[entry["line_no"]], hashes[entry["near_dup_of_line"]]) <= PHASH_NEAR, entry
+        if entry["kind"] != "near_copy":  # a re-post copy (caption, frame, tilt) may lie far by pHash
+            assert _distance(hashes[entry["line_no"]], hashes[entry["near_dup_of_line"]]) <= PHASH_NEAR, entry
         assert entry["mirror_of_line"] is None
     for entry in mirrors:
         assert entry["transform"] == "hflip" and entry["near_dup_of_line"] is None
