@@ -12,12 +12,16 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "embed job on local[N] vs a single-process loop over the same insightface models",
     ),
     "neardup": ("benchmarks.neardup", "near-duplicate pHash join vs numpy brute force and imagededup"),
+    "neardup_scale": (
+        "benchmarks.neardup_scale",
+        "radius-12 candidates at 100k/1M (Spark vs FAISS), lfw-dev candidates + verification, copy recall",
+    ),
 }
 
 
 def usage() -> str:
     lines = ["usage: ./dev bench NAME [options]   (NAME --help for its options)", "", "benchmarks:"]
-    lines += [f"  {name:10s} {about}" for name, (_, about) in BENCHMARKS.items()]
+    lines += [f"  {name:13s} {about}" for name, (_, about) in BENCHMARKS.items()]
     return "\n".join(lines)
 
 

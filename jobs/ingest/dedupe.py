@@ -153,8 +153,14 @@ def candidate_pairs(left: DataFrame, right: DataFrame, radius: int) -> DataFrame
     plan = band_plan(radius)
     lk = band_keys(probe_rows(left).toDF("a_id", "space", "a_hash", "a_key"), plan, "a_hash")
     rk = band_keys(probe_rows(right).toDF("b_id", "space", "b_hash", "b_key"), plan, "b_hash")
-    met = lk.join(rk, ["space", "band", "band_key"]).where(
-        (F.col("a_id") != F.col("b_id")) & (F.col("a_key") | F.col("b_key"))
+    on = ["space", "band", "band_key"]
+    # Two queries never make a pair: join keys with everything, and queries with keys only, so the
+    # query-query rows (most of them) are never produced.
+    met = (
+        lk.where("a_key")
+        .join(rk, on)
+        .unionByName(lk.where("NOT a_key").join(rk.where("b_key"), on))
+        .where(F.col("a_id") != F.col("b_id"))
     )
     return (
         met.select("a_id", "b_id", hamming_col(F.col("a_hash"), F.col("b_hash")).alias("distance"))
