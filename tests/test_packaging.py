@@ -227,6 +227,7 @@ def test_wheel_runs_init_and_ingest_outside_the_checkout(
         "near_dup_aliases": 0,
         "image_sources_inserted": 2,
         "images_inserted": 2,
+        "image_links_inserted": 0,
         "crawl_manifest_inserted": 2,
         "quarantine_inserted": 1,
     }

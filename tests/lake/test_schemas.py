@@ -21,6 +21,7 @@ DESIGN_TABLES = {
     "erasure_audit",
     "dq_results",
     "face_status",
+    "image_links",
 }
 
 
