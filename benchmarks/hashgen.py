@@ -100,22 +100,40 @@ def clustered_hashes(n: int, seed: int = 0, variant_fraction: float = 0.3, zipf:
     for d in VARIANT_DISTANCES:
         idx = np.nonzero(dist == d)[0]
         variants[idx] = flip_balanced(rng, base[parent[idx]], d)
-    values = np.concatenate([base, variants])
+    shape = "uniform bases" if zipf <= 0 else f"bases drawn with Zipf exponent {zipf}"
+    return shuffled_with_copies(
+        rng,
+        base,
+        variants,
+        parent,
+        dist,
+        f"synthetic: {n:,} hashes, popcount 32, {variant_fraction:.0%} variants at even distance "
+        f"{VARIANT_DISTANCES[0]}–{VARIANT_DISTANCES[-1]} from their base ({shape}), seed {seed}",
+    )
+
+
+def shuffled_with_copies(
+    rng: np.random.Generator,
+    base: np.ndarray,
+    copies: np.ndarray,
+    parent: np.ndarray,
+    dist: np.ndarray,
+    description: str,
+) -> HashSet:
+    """Bases then copies (``copies[i]`` is ``base[parent[i]]`` at ``dist[i]`` flips), in one random order."""
+    n_base, n = base.shape[0], base.shape[0] + copies.shape[0]
+    values = np.concatenate([base, copies])
     parents = np.concatenate([np.full(n_base, -1, dtype=np.int64), parent.astype(np.int64)])
     flips = np.concatenate([np.zeros(n_base, dtype=np.int8), dist.astype(np.int8)])
     perm = rng.permutation(n)
     new_id = np.empty(n, dtype=np.int64)
     new_id[perm] = np.arange(n)
     old_parent = parents[perm]
-    shape = "uniform bases" if zipf <= 0 else f"bases drawn with Zipf exponent {zipf}"
     return HashSet(
         hashes=values[perm],
         parent=np.where(old_parent >= 0, new_id[np.maximum(old_parent, 0)], -1),
         flips=flips[perm],
-        description=(
-            f"synthetic: {n:,} hashes, popcount 32, {variant_fraction:.0%} variants at even distance "
-            f"{VARIANT_DISTANCES[0]}–{VARIANT_DISTANCES[-1]} from their base ({shape}), seed {seed}"
-        ),
+        description=description,
     )
 
 

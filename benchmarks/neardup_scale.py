@@ -55,9 +55,9 @@ from benchmarks.common import (
     save_result,
     spark_facts,
 )
-from benchmarks.hashgen import HashSet
+from benchmarks.hashgen import HashSet, shuffled_with_copies
+from jobs.testdata.lfw import LFW_DIR
 
-LFW_DIR = PROJECT_ROOT.parent / "shared" / "data" / "lfw-dev"
 MAX_PIXELS = 50_000_000  # FacelakeConfig.max_image_pixels
 STAGES = ("spark", "faiss", "lfw", "recall")
 WARMUP_N = 10_000
@@ -67,20 +67,14 @@ WARMUP_N = 10_000
 
 
 def neardup_api() -> SimpleNamespace:
-    """probe_hashes, candidate_distance and verify_pair, from jobs.core.neardup or jobs.core.imaging."""
+    """The product's near-duplicate functions the benchmark times (imported when a stage runs)."""
     from jobs.core import imaging, neardup
 
-    def pick(name: str) -> Any:
-        for module in (neardup, imaging):
-            if hasattr(module, name):
-                return getattr(module, name)
-        raise ImportError(f"{name} is in neither jobs.core.neardup nor jobs.core.imaging")
-
     return SimpleNamespace(
-        probe_hashes=pick("probe_hashes"),
-        candidate_distance=pick("candidate_distance"),
-        verify_pair=pick("verify_pair"),
-        probe_spaces=pick("probe_spaces"),
+        probe_hashes=imaging.probe_hashes,
+        candidate_distance=imaging.candidate_distance,
+        verify_pair=neardup.verify_pair,
+        probe_spaces=imaging.probe_spaces,
     )
 
 
@@ -101,22 +95,14 @@ def planted_hashes(n: int, seed: int, fraction: float, radius: int) -> HashSet:
         order = np.argsort(rng.random((m, 64)), axis=1)  # a random permutation of the 64 bit positions
         chosen = order < dist[start : start + m, None]  # the first d positions of it
         masks[start : start + m] = np.packbits(chosen, axis=1, bitorder="little").view("<u8").ravel()
-    copies = base[parent] ^ masks
-    values = np.concatenate([base, copies])
-    parents = np.concatenate([np.full(n_base, -1, dtype=np.int64), parent.astype(np.int64)])
-    flips = np.concatenate([np.zeros(n_base, dtype=np.int8), dist.astype(np.int8)])
-    perm = rng.permutation(n)
-    new_id = np.empty(n, dtype=np.int64)
-    new_id[perm] = np.arange(n)
-    old_parent = parents[perm]
-    return HashSet(
-        hashes=values[perm],
-        parent=np.where(old_parent >= 0, new_id[np.maximum(old_parent, 0)], -1),
-        flips=flips[perm],
-        description=(
-            f"{n:,} uniformly random 64-bit hashes, {fraction:.0%} of them copies of a random other at "
-            f"d distinct flipped bits, d uniform on 1..{radius}, seed {seed}"
-        ),
+    return shuffled_with_copies(
+        rng,
+        base,
+        base[parent] ^ masks,
+        parent,
+        dist,
+        f"{n:,} uniformly random 64-bit hashes, {fraction:.0%} of them copies of a random other at "
+        f"d distinct flipped bits, d uniform on 1..{radius}, seed {seed}",
     )
 
 

@@ -98,7 +98,7 @@ class Probes:
     mirror: str
     crops: tuple[str, ...]  # centre crops, CROP_PROBES order
     mirror_crops: tuple[str, ...]
-    corners: tuple[str, ...] = ()  # CORNER_CUT off two adjacent sides, CORNERS order
+    corners: tuple[str, ...]  # CORNER_CUT off two adjacent sides, CORNERS order
 
     def all(self) -> tuple[str, ...]:
         return (self.phash, self.mirror, *self.crops, *self.mirror_crops, *self.corners)
@@ -147,7 +147,7 @@ def candidate_distance(a: Probes, b: Probes) -> int:
         min(hamming(b.phash, h) for h in a.all()),
     )
     same_cut = [hamming(x, y) for x, y in zip(a.crops, b.crops, strict=True)]
-    same_cut += [hamming(x, y) for x, y in zip(a.corners, b.corners, strict=False)]
+    same_cut += [hamming(x, y) for x, y in zip(a.corners, b.corners, strict=True)]
     return min(full, *same_cut)
 
 
