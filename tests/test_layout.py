@@ -14,10 +14,11 @@ ALLOWED = {
     "lake": {"core"},
     "ingest": {"core", "lake", "quality"},
     "faces": {"core", "lake", "quality"},
+    "index": {"core", "lake", "quality", "faces"},
     "quality": {"core", "lake"},
     "orchestration": {"core"},
     "testdata": {"core"},
-    "commands": {"core", "lake", "ingest", "faces", "quality", "orchestration", "testdata"},
+    "commands": {"core", "lake", "ingest", "faces", "index", "quality", "orchestration", "testdata"},
     "resources": set(),
 }
 HEAVY = ("pyspark", "delta", "great_expectations", "airflow", "onnxruntime", "insightface")

@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "jobs.ingest.facelinks",
         "after embed: verify images whose faces embed close as copies; link them and union their tags",
     ),
+    "index": (
+        "jobs.index.build",
+        "FAISS index: build (full, from a pinned faces version), update (CDF), prune, list",
+    ),
+    "search": ("jobs.index.search", "search the current index with a photo's faces (or --face-id)"),
     "models": (
         "jobs.faces.packs",
         "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)",

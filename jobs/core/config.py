@@ -58,6 +58,15 @@ class FacelakeConfig:
     models_dir: str | None = None
     onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     shard_count: int = 4
+    """FAISS index shards per build (``facelake index build --shards``; ``auto`` there sizes from the data)."""
+    index_memory_budget: str = "4G"
+    """Memory every shard of an index build may take together at search time; picks the FAISS codes."""
+    index_exact_below: int = 50_000
+    """Below this many vectors an index is exact (Flat); above, IVF tuned to ``index_recall_target``."""
+    index_recall_target: float = 0.95
+    """recall@10 vs exact search a build must measure on held-out queries to be published."""
+    index_keep_builds: int = 3
+    """Published builds kept per pack; older ones are pruned (their files deleted)."""
     phash_threshold: int = 8
     """Max pHash Hamming distance at which a new image counts as a copy of suppressed (erased) content."""
     near_dup_radius: int = 12

@@ -16,14 +16,14 @@ log = logging.getLogger("facelake")
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """One log format for every job; Spark's and py4j's chatter kept at WARNING."""
+    """One log format for every job; Spark's, py4j's, FAISS's and matplotlib's chatter kept at WARNING."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
-    for noisy in ("py4j", "pyspark"):
+    for noisy in ("py4j", "pyspark", "faiss", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -153,6 +153,18 @@ def with_link_ordered(df: DataFrame) -> DataFrame:
     return df.withColumn("link_ordered", F.when(a.isNull() | b.isNull(), F.lit(None)).otherwise(a < b))
 
 
+def with_index_fits_budget(df: DataFrame) -> DataFrame:
+    """Adds ``index_fits_budget``: the build's estimated memory is within its budget."""
+    return df.withColumn("index_fits_budget", F.col("estimated_bytes") <= F.col("memory_budget"))
+
+
+def with_update_has_parent(df: DataFrame) -> DataFrame:
+    """Adds ``update_has_parent``: an ``update`` build names its parent, a ``full`` build none."""
+    has_parent = F.col("parent_build_id").isNotNull()
+    ok = F.when(F.col("kind") == "update", has_parent).otherwise(~has_parent)
+    return df.withColumn("update_has_parent", _null_if("kind", ok))
+
+
 def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
     """Adds ``suppressed``: the row's content, URL or host is on the suppression list.
 
@@ -235,6 +247,8 @@ DERIVED_COLUMNS: dict[str, Derived] = {
     ),
     "near_dup_verified": Derived(lambda df, refs: with_near_dup_verified(df)),
     "link_ordered": Derived(lambda df, refs: with_link_ordered(df)),
+    "index_fits_budget": Derived(lambda df, refs: with_index_fits_budget(df)),
+    "update_has_parent": Derived(lambda df, refs: with_update_has_parent(df)),
     "suppressed": Derived(
         lambda df, refs: with_suppressed(df, refs.get("suppression", ["kind", "value"])), ("suppression",)
     ),

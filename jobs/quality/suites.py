@@ -185,6 +185,7 @@ def quality_parameters(
     if config is not None:
         params["max_image_pixels"] = config.max_image_pixels
         params["phash_threshold"] = config.phash_threshold
+        params["index_min_recall"] = config.index_recall_target
         params["jurisdiction_vocabulary"] = load_policy(config.policy_file or None).vocabulary
     if embedding_dim is not None:
         params["embedding_dim"] = int(embedding_dim)
@@ -198,7 +199,8 @@ def default_parameters() -> dict[str, Any]:
     """Parameters with a code-level default (anything else must be passed).
 
     ``jurisdiction_vocabulary``: the tags the repository's policy can emit; ``quarantine_reasons``:
-    the ``QuarantineReason`` values; ``near_dup_min_score``: the verification score an alias needs.
+    the ``QuarantineReason`` values; ``near_dup_min_score``: the verification score an alias needs;
+    ``index_min_recall``: the recall@10 a published index build must reach.
     """
     from jobs.core.neardup import VerifyParams
     from jobs.core.policy import load_policy
@@ -207,4 +209,5 @@ def default_parameters() -> dict[str, Any]:
         "jurisdiction_vocabulary": load_policy().vocabulary,
         "quarantine_reasons": sorted(r.value for r in QuarantineReason),
         "near_dup_min_score": VerifyParams().min_agreement,
+        "index_min_recall": FacelakeConfig().index_recall_target,
     }
