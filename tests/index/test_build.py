@@ -230,3 +230,58 @@ def test_prune_keeps_the_newest_builds_and_deletes_the_rest(
     assert not store.exists("deadbeef") and store.exists(made[2])
     history = read_table(spark, config.lake, "index_builds").where(F.col("status") == "pruned")
     assert history.count() == 1
+
+
+def test_a_build_killed_midway_leaves_the_previous_build_current(
+    spark: SparkSession, config: FacelakeConfig
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    config = _config(config, exact_below=1_000)
+    append_faces(spark, config.lake, clustered_vectors(2_000, 8, seed=1), face_ids(2_000))
+    previous = build_index(spark, config, RunContext("index-build"), shards=4)
+    append_faces(spark, config.lake, clustered_vectors(20_000, 8, seed=2), face_ids(20_000, salt="more"))
+    store = BuildStore(config.lake)
+    env = {**os.environ, "FACELAKE_SPARK_MASTER": "local[2]", "FACELAKE_SHUFFLE_PARTITIONS": "2"}
+    command = [sys.executable, "-m", "jobs.index.build", "build", "--lake", config.lake, "--shards", "4"]
+    command += ["--exact-below", str(config.index_exact_below)]
+    # Its own session: the kill takes the JVM and the Python workers with it, as a lost node would.
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    killed_in = None
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = [d for d in store.build_dirs() if d != previous.build_id]
+            if partial and any(store.exists(f"{d}/shard-0000{s}.faiss") for d in partial for s in range(4)):
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_in = partial[0]
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_in is not None, (
+        proc.returncode,
+        proc.stderr.read().decode()[-2000:] if proc.stderr else "",
+    )
+    assert proc.returncode == -signal.SIGKILL
+    # Shard files were written, but no registry row: the previous build is current and searchable.
+    assert store.exists(killed_in) and not store.exists(f"{killed_in}/{MANIFEST}")
+    assert [b.build_id for b in builds(spark, config.lake)] == [previous.build_id]
+    loaded = open_build(spark, config.lake)
+    assert loaded.record.build_id == previous.build_id and sum(s.ntotal for s in loaded.shards) == 2_000
+    # The next build finishes; pruning removes the dead attempt's folder once idle.
+    assert build_index(spark, config, RunContext("index-build"), shards=4).build_id == killed_in
+    assert (
+        prune(spark, config.lake, RunContext("index-prune"), keep=3, orphan_grace_seconds=0)[
+            "orphans_deleted"
+        ]
+        == 0
+    )
+    assert current_build(spark, config.lake).n_vectors == 22_000

@@ -22,6 +22,7 @@ DESIGN_TABLES = {
     "dq_results",
     "face_status",
     "image_links",
+    "index_builds",
 }
 
 

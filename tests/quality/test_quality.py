@@ -41,6 +41,7 @@ TABLE_SUITES = [
     "quarantine",
     "suppression",
     "image_links",
+    "index_builds",
     "dq_results",
     "erasure_audit",
 ]
@@ -244,6 +245,33 @@ def link_row(i: int) -> dict[str, Any]:
     }
 
 
+def build_row(i: int) -> dict[str, Any]:
+    return {
+        "build_id": h64("build", i),
+        "pack_id": "buffalo_l@0123456789ab",
+        "pack_sha256": h64("pack", 1),
+        "faces_version": 3 + i,
+        "kind": "update" if i % 2 else "full",
+        "parent_build_id": h64("build", i - 1) if i % 2 else None,
+        "dim": 512,
+        "metric": "inner_product",
+        "factory": "IVF1024,Flat",
+        "search_params": '{"nprobe": 16}',
+        "n_vectors": 1000 + i,
+        "n_shards": 4,
+        "build_path": f"/lake/_index/{h64('build', i)}",
+        "manifest_sha256": h64("manifest", i),
+        "recall_at_10": 0.97,
+        "recall_target": 0.95,
+        "estimated_bytes": 2_000_000,
+        "memory_budget": 4_000_000,
+        "status": "published",
+        "published_at": NOW,
+        "pruned_at": None,
+        "run_id": "r1",
+    }
+
+
 def dq_row(i: int) -> dict[str, Any]:
     return {
         "run_id": "r1",
@@ -296,6 +324,7 @@ ROW_MAKERS: dict[str, Callable[[int], dict[str, Any]]] = {
     "quarantine": quarantine_row,
     "suppression": suppression_row,
     "image_links": link_row,
+    "index_builds": build_row,
     "dq_results": dq_row,
     "erasure_audit": audit_row,
     "erased_selector": counts_row,
@@ -584,6 +613,22 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_be_in_set(link_ordered)": _swap_link,
         "expect_column_values_to_be_between(score)": _set(score=0.5),
         "expect_column_values_to_be_in_set(stage)": _set(stage="guess"),
+    },
+    "index_builds": {
+        "expect_column_values_to_be_unique(build_id)": _copy_of_first("build_id"),
+        "expect_column_values_to_match_regex(build_id)": _set(build_id="b-1"),
+        "expect_column_values_to_match_regex(pack_sha256)": _set(pack_sha256="abc"),
+        "expect_column_values_to_match_regex(manifest_sha256)": _set(manifest_sha256="F" * 64),
+        "expect_column_values_to_be_in_set(kind)": _set(kind="partial"),
+        "expect_column_values_to_be_in_set(status)": _set(status="current"),
+        "expect_column_values_to_be_in_set(metric)": _set(metric="l2"),
+        "expect_column_values_to_be_between(dim)": _set(dim=0),
+        "expect_column_values_to_be_between(faces_version)": _set(faces_version=-1),
+        "expect_column_values_to_be_between(n_vectors)": _set(n_vectors=-5),
+        "expect_column_values_to_be_between(n_shards)": _set(n_shards=0),
+        "expect_column_values_to_be_between(recall_at_10)": _set(recall_at_10=0.5),
+        "expect_column_values_to_be_in_set(index_fits_budget)": _set(estimated_bytes=5_000_000),
+        "expect_column_values_to_be_in_set(update_has_parent)": _set(kind="full", parent_build_id=h64("b", 0)),
     },
     "suppression": {
         "expect_column_values_to_not_be_null(suppression_id)": _null("suppression_id"),
