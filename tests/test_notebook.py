@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
 from jobs.faces.embed import embed
+from jobs.index.build import build_index
 from jobs.ingest.job import ingest_drop
 from jobs.lake.api import Lake
 from jobs.lake.tables import table_uri
@@ -44,7 +45,8 @@ def explore_lake(
         ingest_drop(spark, config.replace(drop=str(drop)), RunContext(job="ingest"))
     reports = [embed(spark, config, RunContext(job="embed"))]
     assert reports[0]["faces_inserted"] > 0, reports  # the generated pack finds faces in the sample drops
-    return {"root": config.lake, "embed": reports}
+    build = build_index(spark, config, RunContext(job="index-build"), shards=2)
+    return {"root": config.lake, "embed": reports, "build": build}
 
 
 def delta(spark: SparkSession, root: str, name: str, version: int | None = None) -> DataFrame:
@@ -111,10 +113,11 @@ def test_explore_notebook_runs_and_reports_the_lake(
     assert summary["tables"] == tables and {"images", "faces", "face_status"} <= set(tables)
     assert summary["rows"] == {name: delta(spark, root, name).count() for name in tables}
 
-    # Faces pinned at the last embed commit, read alongside the images version that embed read.
+    # Faces pinned at the current index build's version (the embed commit), read with the images version embed read.
     pinned = lake.last_version_by("faces", "embed")
     embeds = lake.history("faces").where("job = 'embed'").count()
     assert embeds == 1 and summary["pinned_version"] == pinned == lake.latest_version("faces")
+    assert summary["pinned_version"] == explore_lake["build"].row["faces_version"]
     last = explore_lake["embed"][-1]
     assert (summary["pack_id"], summary["images_version"]) == (last["pack_id"], last["images_version"])
 
@@ -130,6 +133,7 @@ def test_explore_notebook_runs_and_reports_the_lake(
     pack_faces = faces.where(faces.pack_id == last["pack_id"]).select("face_id")
     query = min(r["face_id"] for r in pack_faces.collect())
     search = summary["search"]
+    assert search["build_id"] == explore_lake["build"].build_id
     assert search["vectors"] == pack_faces.count() > 1 and search["k"] == min(5, search["vectors"])
     assert search["query_face"] == search["top_face"] == query
     assert search["top_score"] == pytest.approx(1.0, abs=1e-3)
