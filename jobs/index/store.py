@@ -29,6 +29,10 @@ def _normalise(uri: str) -> str:
     for hadoop, arrow in (("s3a://", "s3://"), ("s3n://", "s3://"), ("gcs://", "gs://")):
         if uri.startswith(hadoop):
             return arrow + uri[len(hadoop) :]
+    if uri.startswith("file:") and not uri.startswith("file://"):
+        uri = "file://" + uri[len("file:") :]  # Hadoop's file:/path
+    if uri.startswith("file://"):
+        return str(Path(uri[len("file://") :]).resolve())
     if "://" not in uri:
         return str(Path(uri).resolve())
     return uri

@@ -39,6 +39,9 @@ def host_suffixes(host: Column) -> Column:
 def table_uri(lake: str, name: str) -> str:
     """URI of table ``name`` under the lake root (a local path or an object-store URI)."""
     table_spec(name)  # fail early on unknown names
+    if lake.startswith("file:///"):
+        # Hadoop's own spelling: Delta compares locations as strings and calls file:/// and file:/ two places.
+        lake = "file:/" + lake[len("file:///") :]
     return lake.rstrip("/") + "/tables/" + name
 
 

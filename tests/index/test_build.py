@@ -285,3 +285,21 @@ def test_a_build_killed_midway_leaves_the_previous_build_current(
         == 0
     )
     assert current_build(spark, config.lake).n_vectors == 22_000
+
+
+def test_cli_on_a_file_uri_lake_prints_the_report(
+    spark: SparkSession, config: FacelakeConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobs.index.build import main
+
+    lake_uri = Path(config.lake).resolve().as_uri()  # file:///…: the Hadoop-style URI form
+    append_faces(spark, lake_uri, clustered_vectors(40, 8, seed=1), face_ids(40))
+    assert main(["build", "--lake", lake_uri, "--shards", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "vectors_indexed=40" in out and "published; report file:///" in out
+    report = out.strip().rsplit("report ", 1)[1]
+    assert Path(report.removeprefix("file://")).is_file()
+    assert main(["list", "--lake", lake_uri]) == 0
+    listing = capsys.readouterr().out.strip().splitlines()
+    assert len(listing) == 1 and "published" in listing[0] and "40 vectors / 2 shards" in listing[0]
+    assert open_build(spark, lake_uri).record.n_vectors == 40

@@ -61,7 +61,8 @@ def _files() -> dict[str, bytes]:
         ("gcs://bucket/lake", "gs://bucket/lake"),
         ("s3://bucket/lake", "s3://bucket/lake"),
         ("gs://bucket/lake", "gs://bucket/lake"),
-        ("file:///data/lake", "file:///data/lake"),
+        ("file:///data/lake", "/data/lake"),
+        ("file:/data/lake", "/data/lake"),
         ("/data/lake", "/data/lake"),
     ],
 )

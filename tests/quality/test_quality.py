@@ -628,7 +628,9 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_be_between(n_shards)": _set(n_shards=0),
         "expect_column_values_to_be_between(recall_at_10)": _set(recall_at_10=0.5),
         "expect_column_values_to_be_in_set(index_fits_budget)": _set(estimated_bytes=5_000_000),
-        "expect_column_values_to_be_in_set(update_has_parent)": _set(kind="full", parent_build_id=h64("b", 0)),
+        "expect_column_values_to_be_in_set(update_has_parent)": _set(
+            kind="full", parent_build_id=h64("b", 0)
+        ),
     },
     "suppression": {
         "expect_column_values_to_not_be_null(suppression_id)": _null("suppression_id"),
