@@ -51,12 +51,15 @@ class BuildRecord:
 
 
 def builds(spark: SparkSession, lake: str, pack_id: str | None = None) -> list[BuildRecord]:
-    """Every registered build (of one pack), newest published first."""
+    """Every registered build (of one pack), newest faces version first, then newest published."""
     ensure_table(spark, lake, TABLE)
     rows = read_table(spark, lake, TABLE)
     if pack_id:
         rows = rows.where(F.col("pack_id") == pack_id)
-    ordered = rows.orderBy(F.col("published_at").desc(), F.col("build_id").desc())
+    # Newest faces version first: an erasure's clean copy of an older build keeps that build's place.
+    ordered = rows.orderBy(
+        F.col("faces_version").desc(), F.col("published_at").desc(), F.col("build_id").desc()
+    )
     return [BuildRecord.from_row(r.asDict()) for r in ordered.collect()]
 
 
@@ -65,7 +68,7 @@ def find_build(spark: SparkSession, lake: str, build_id: str) -> BuildRecord | N
 
 
 def current_build(spark: SparkSession, lake: str, pack_id: str | None = None) -> BuildRecord:
-    """The newest published build (of ``pack_id``; with None, of whichever pack published last)."""
+    """The published build of the newest faces version (of ``pack_id``; with None, of any pack)."""
     for build in builds(spark, lake, pack_id):
         if build.status == "published":
             return build
