@@ -162,7 +162,9 @@ def with_update_has_parent(df: DataFrame) -> DataFrame:
     """Adds ``update_has_parent``: an ``update`` or ``erasure`` build names its parent, a ``full`` build none."""
     has_parent = F.col("parent_build_id").isNotNull()
     # Other kinds are the kind expectation's to report: null here, so one bad value fails one check.
-    ok = F.when(F.col("kind").isin("update", "erasure"), has_parent).when(F.col("kind") == "full", ~has_parent)
+    ok = F.when(F.col("kind").isin("update", "erasure"), has_parent).when(
+        F.col("kind") == "full", ~has_parent
+    )
     return df.withColumn("update_has_parent", ok)
 
 
