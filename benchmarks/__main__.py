@@ -16,6 +16,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.neardup_scale",
         "radius-12 candidates at 100k/1M (Spark vs FAISS), lfw-dev candidates + verification, copy recall",
     ),
+    "index_scale": (
+        "benchmarks.index_scale",
+        "FAISS index build at 100k/1M: jobs.index mechanics vs autofaiss build_index (same vectors, budget)",
+    ),
 }
 
 
