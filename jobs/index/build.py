@@ -80,6 +80,27 @@ def _salted_rank(salt: str) -> Column:
     return F.sha2(F.concat(F.col("face_id"), F.lit("|" + salt)), 256)
 
 
+def build_identity(
+    kind: str,
+    parent_build_id: str | None,
+    pack_sha256: str,
+    faces_version: int,
+    n_shards: int,
+    plan: IndexPlan,
+    config: FacelakeConfig,
+) -> dict[str, Any]:
+    """What makes two builds the same build (hashed into the build id, recorded in the manifest)."""
+    return {
+        "kind": kind,
+        "parent_build_id": parent_build_id,
+        "pack_sha256": pack_sha256,
+        "faces_version": faces_version,
+        "n_shards": n_shards,
+        "factory": plan.factory,
+        "recall_target": config.index_recall_target,
+    }
+
+
 def build_id_for(**identity: Any) -> str:
     """Deterministic: the same pack, faces version, kind, parent and plan give the same build id."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -186,7 +207,7 @@ def shard_task(
         start_file = f"{base}/{index_file(shard)}" if not base.endswith(TEMPLATE) else base
         index = mechanics.from_bytes(store.read_bytes(start_file))
         ids = current["faiss_id"].to_numpy(dtype=np.int64)
-        vectors = mechanics.as_matrix(current["embedding"], dim)
+        vectors = mechanics.as_matrix(current.pop("embedding"), dim)  # the column's arrays go now
         new = current["is_new"].to_numpy(dtype=bool)
         mechanics.fill_shard(index, ids[new], vectors[new], removed["faiss_id"].to_numpy(dtype=np.int64))
         if index.ntotal != len(ids):
@@ -294,28 +315,45 @@ def _fill_shards(
     return sorted((r.asDict() for r in shards), key=lambda r: r["shard"])
 
 
-def _finish(
+@dataclass
+class _BuildJob:
+    """What a full build and an update both know before their shards are filled."""
+
+    build_id: str
+    identity: dict[str, Any]
+    plan: IndexPlan
+    pack: PackFaces
+    faces_version: int
+    n_shards: int
+    started: float
+    durations: dict[str, float]
+
+
+def _fill_and_publish(
     spark: SparkSession,
     config: FacelakeConfig,
     run: RunContext,
     store: BuildStore,
+    job: _BuildJob,
     *,
-    build_id: str,
-    identity: dict[str, Any],
-    plan: IndexPlan,
-    pack: PackFaces,
-    faces_version: int,
     template: bytes,
-    shard_rows: list[dict[str, Any]],
-    n_shards: int,
-    grid: list[int],
+    base: str,
+    rows: DataFrame,
+    removed: DataFrame,
     query_ids: np.ndarray,
-    durations: dict[str, float],
-    started: float,
+    queries: np.ndarray,
 ) -> BuildResult:
-    """Curve, manifest, report, verification, then the publishing commit and pruning."""
+    """Shards on the workers, then curve, manifest, report, verification, the publishing commit, pruning."""
     from jobs.quality.gate import publish_gate
 
+    build_id, identity, plan, pack = job.build_id, job.identity, job.plan, job.pack
+    faces_version, n_shards, durations = job.faces_version, job.n_shards, job.durations
+    grid = nprobe_grid(plan.nlist)
+    t0 = time.perf_counter()
+    shard_rows = _fill_shards(
+        spark, config.lake, build_id, base, rows, removed, n_shards, pack.dim, queries, grid
+    )
+    durations["add"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     present = {r["shard"] for r in shard_rows}
     shard_rows += [_empty_shard(store, build_id, template, s) for s in range(n_shards) if s not in present]
@@ -356,7 +394,7 @@ def _finish(
     t0 = time.perf_counter()
     store.verify_files(build_id, manifest)
     durations["verify"] = time.perf_counter() - t0
-    durations["total"] = time.perf_counter() - started
+    durations["total"] = time.perf_counter() - job.started
     manifest["durations"] = {k: round(v, 3) for k, v in durations.items()}
     report = _write_report(store, build_id, manifest)
     manifest_sha = store.write_json(f"{build_id}/{MANIFEST}", manifest)
@@ -450,15 +488,7 @@ def build_index(
     n_shards = shard_count(chosen.count, shards if shards is not None else config.shard_count)
     budget = parse_bytes(memory_budget if memory_budget is not None else config.index_memory_budget)
     plan = plan_index(chosen.count, chosen.dim, n_shards, budget, config.index_exact_below)
-    identity = {
-        "kind": "full",
-        "parent_build_id": None,
-        "pack_sha256": chosen.pack_sha256,
-        "faces_version": faces_version,
-        "n_shards": n_shards,
-        "factory": plan.factory,
-        "recall_target": config.index_recall_target,
-    }
+    identity = build_identity("full", None, chosen.pack_sha256, faces_version, n_shards, plan, config)
     build_id = build_id_for(**identity)
     existing = _already_published(spark, config.lake, build_id)
     if existing is not None:
@@ -491,39 +521,19 @@ def build_index(
     store.write_bytes(f"{build_id}/{TEMPLATE}", template)
     durations["train"] = time.perf_counter() - t0
     del train
-    grid = nprobe_grid(plan.nlist)
-    t0 = time.perf_counter()
-    removed = rows.select("shard", "faiss_id").limit(0)
-    shard_rows = _fill_shards(
-        spark,
-        config.lake,
-        build_id,
-        f"{build_id}/{TEMPLATE}",
-        rows,
-        removed,
-        n_shards,
-        chosen.dim,
-        queries,
-        grid,
-    )
-    durations["add"] = time.perf_counter() - t0
-    return _finish(
+    job = _BuildJob(build_id, identity, plan, chosen, faces_version, n_shards, started, durations)
+    return _fill_and_publish(
         spark,
         config,
         run,
         store,
-        build_id=build_id,
-        identity=identity,
-        plan=plan,
-        pack=chosen,
-        faces_version=faces_version,
+        job,
         template=template,
-        shard_rows=shard_rows,
-        n_shards=n_shards,
-        grid=grid,
+        base=f"{build_id}/{TEMPLATE}",
+        rows=rows,
+        removed=rows.select("shard", "faiss_id").limit(0),
         query_ids=query_ids,
-        durations=durations,
-        started=started,
+        queries=queries,
     )
 
 
@@ -590,15 +600,9 @@ def update_index(
     chosen = PackFaces(faces, parent.pack_id, parent.pack_sha256, parent.dim, faces.count())
     plan = IndexPlan(**parent_manifest["plan"])
     n_shards = parent.n_shards
-    identity = {
-        "kind": "update",
-        "parent_build_id": parent.build_id,
-        "pack_sha256": parent.pack_sha256,
-        "faces_version": faces_version,
-        "n_shards": n_shards,
-        "factory": plan.factory,
-        "recall_target": config.index_recall_target,
-    }
+    identity = build_identity(
+        "update", parent.build_id, parent.pack_sha256, faces_version, n_shards, plan, config
+    )
     build_id = build_id_for(**identity)
     existing = _already_published(spark, config.lake, build_id)
     if existing is not None:
@@ -628,31 +632,21 @@ def update_index(
     durations["read"] = time.perf_counter() - t0
     template = store.read_bytes(f"{parent.build_id}/{TEMPLATE}")
     store.write_bytes(f"{build_id}/{TEMPLATE}", template)
-    grid = nprobe_grid(plan.nlist)
-    t0 = time.perf_counter()
-    shard_rows = _fill_shards(
-        spark, config.lake, build_id, parent.build_id, rows, removed, n_shards, chosen.dim, queries, grid
-    )
-    durations["add"] = time.perf_counter() - t0
     for name, value in counts.items():
         run.count(name, value)
-    return _finish(
+    job = _BuildJob(build_id, identity, plan, chosen, faces_version, n_shards, started, durations)
+    return _fill_and_publish(
         spark,
         config,
         run,
         store,
-        build_id=build_id,
-        identity=identity,
-        plan=plan,
-        pack=chosen,
-        faces_version=faces_version,
+        job,
         template=template,
-        shard_rows=shard_rows,
-        n_shards=n_shards,
-        grid=grid,
+        base=parent.build_id,
+        rows=rows,
+        removed=removed,
         query_ids=query_ids,
-        durations=durations,
-        started=started,
+        queries=queries,
     )
 
 

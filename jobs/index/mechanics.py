@@ -99,12 +99,20 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[
 def exact_topk(
     ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k by inner product: the ground truth recall is measured against."""
+    """Brute-force top-k by inner product: the ground truth recall is measured against.
+
+    ``faiss.knn`` scans ``vectors`` where they lie: no index, so no second copy of a shard in memory.
+    """
+    n = len(queries)
+    if not len(ids) or not n:
+        return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
     faiss = _faiss()
-    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(queries.shape[1]))
-    if len(ids):
-        flat.add_with_ids(as_matrix(vectors, queries.shape[1]), np.asarray(ids, dtype=np.int64))
-    return search(flat, queries, k, {})
+    matrix = as_matrix(vectors, queries.shape[1])
+    scores, rows = faiss.knn(
+        as_matrix(queries, matrix.shape[1]), matrix, k, metric=faiss.METRIC_INNER_PRODUCT
+    )
+    found = np.where(rows < 0, -1, np.asarray(ids, dtype=np.int64)[np.clip(rows, 0, None)])
+    return np.where(found < 0, -np.inf, scores).astype(np.float32), found
 
 
 def drop_self(ids: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
@@ -170,6 +178,16 @@ def sample_rows(n: int, size: int, seed: int, exclude: np.ndarray | None = None)
     return np.sort(rng.choice(pool, size=min(size, len(pool)), replace=False))
 
 
+def _rows_of(
+    shard: int, shard_of_row: np.ndarray, ids: np.ndarray, vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's ids and vectors; the arrays themselves (no copy) when the shard holds every row."""
+    mask = shard_of_row == shard
+    if mask.all():
+        return ids, vectors
+    return ids[mask], vectors[mask]
+
+
 @dataclass
 class LocalBuild:
     """A build made in one process (``build_in_memory``): what the Spark job makes, minus the lake."""
@@ -206,15 +224,15 @@ def build_in_memory(
     blob = to_bytes(template)
     shards = []
     for shard in range(n_shards):
-        rows = np.flatnonzero(shard_of_row == shard)
-        shards.append(fill_shard(from_bytes(blob), ids[rows], vectors[rows]))
+        shard_ids, shard_vectors = _rows_of(shard, shard_of_row, ids, vectors)
+        shards.append(fill_shard(from_bytes(blob), shard_ids, shard_vectors))
     seconds["add"] = time.perf_counter() - started
     started = time.perf_counter()
     grid = nprobe_grid(plan.nlist)
     probes = []
     for shard, index in enumerate(shards):
-        rows = np.flatnonzero(shard_of_row == shard)
-        probes.append(probe_shard(index, ids[rows], vectors[rows], vectors[query_rows], grid))
+        shard_ids, shard_vectors = _rows_of(shard, shard_of_row, ids, vectors)
+        probes.append(probe_shard(index, shard_ids, shard_vectors, vectors[query_rows], grid))
     curve = recall_curve(probes, ids[query_rows])
     chosen = choose_nprobe(curve, recall_target)
     seconds["measure"] = time.perf_counter() - started

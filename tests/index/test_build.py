@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from indexdata import PACK_ID, append_faces, delete_faces, face_ids
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -20,9 +21,6 @@ from jobs.index.search import open_build
 from jobs.index.store import MANIFEST, BuildStore, IndexIntegrityError
 from jobs.lake.tables import latest_version, read_table
 from jobs.testdata.vectors import clustered_vectors
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from indexdata import PACK_ID, append_faces, delete_faces, face_ids  # noqa: E402
 
 
 def _config(config: FacelakeConfig, **changes) -> FacelakeConfig:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+from indexdata import append_faces, face_ids
 from pyspark.sql import SparkSession
 
 from jobs.core.config import FacelakeConfig
@@ -17,9 +15,6 @@ from jobs.index.registry import builds, current_build
 from jobs.index.search import LoadedBuild, open_build
 from jobs.index.store import BuildStore
 from jobs.testdata.vectors import clustered_vectors
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from indexdata import append_faces, face_ids  # noqa: E402
 
 
 def _all_ids(build: LoadedBuild) -> set[int]:

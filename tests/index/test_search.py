@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from facepictures import picture, png
+from indexdata import append_faces, face_ids
 from PIL import Image, ImageOps
 from pyspark.sql import SparkSession
 
@@ -33,26 +33,6 @@ from jobs.ingest.job import ingest_drop
 from jobs.lake.tables import read_table
 from jobs.testdata.vectors import clustered_vectors
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from indexdata import append_faces, face_ids  # noqa: E402
-
-
-def _picture(seed: int) -> Image.Image:
-    """Textured scenery with two bright patterned squares, which the generated detector takes for faces."""
-    rng = np.random.default_rng(seed)
-    img = np.kron(rng.integers(40, 120, (60, 80, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
-    for x, y in ((200, 180), (440, 300)):
-        img[y - 16 : y + 16, x - 16 : x + 16] = np.kron(
-            rng.integers(150, 256, (4, 4, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)
-        )
-    return Image.fromarray(img)
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
 
 @pytest.fixture(scope="module")
 def indexed(
@@ -64,9 +44,9 @@ def indexed(
     drop = root / "drop"
     (drop / "images").mkdir(parents=True)
     lines = []
-    pictures = {f"p{seed}": _picture(seed) for seed in (1, 2, 3)}
+    pictures = {f"p{seed}": picture(seed) for seed in (1, 2, 3)}
     for name, img in pictures.items():
-        (drop / "images" / f"{name}.png").write_bytes(_png(img))
+        (drop / "images" / f"{name}.png").write_bytes(png(img))
         lines.append(
             {
                 "image_path": f"images/{name}.png",
@@ -94,7 +74,7 @@ def test_a_near_duplicate_photo_finds_the_original_faces(spark: SparkSession, in
     # pack embeds any copy of a face alike; see tests/ingest/test_facelinks.py).
     copy = ImageOps.expand(original.crop((64, 32, w, h)), border=32, fill=(255, 255, 255))
 
-    faces = search_image(spark, indexed["config"], _png(copy), k=3)
+    faces = search_image(spark, indexed["config"], png(copy), k=3)
 
     faces_of_p2 = {
         r["face_id"]: [float(v) for v in r["bbox"]]
@@ -130,7 +110,7 @@ def test_search_by_face_id_finds_itself_first(spark: SparkSession, indexed: dict
 
 
 def test_a_query_without_a_face_or_unreadable(spark: SparkSession, indexed: dict) -> None:
-    blank = _png(Image.new("RGB", (320, 240), (90, 90, 90)))
+    blank = png(Image.new("RGB", (320, 240), (90, 90, 90)))
     with pytest.raises(QueryImageError) as no_face:
         search_image(spark, indexed["config"], blank)
     assert no_face.value.exit_code == EXIT_NO_FACE and "no face" in str(no_face.value)
@@ -143,7 +123,7 @@ def test_a_build_of_another_pack_is_refused(spark: SparkSession, indexed: dict, 
     config = indexed["config"].replace(lake=str(tmp_path / "lake"))
     append_faces(spark, config.lake, clustered_vectors(30, 512, seed=1), face_ids(30))
     build_index(spark, config, RunContext(job="index-build"))
-    query = _png(indexed["pictures"]["p1"])
+    query = png(indexed["pictures"]["p1"])
     with pytest.raises(SearchRefusedError, match="not comparable"):
         search_image(spark, config, query)
 
@@ -153,7 +133,7 @@ def test_cli_json_and_exit_codes(
 ) -> None:
     config = indexed["config"]
     photo = tmp_path / "q.png"
-    photo.write_bytes(_png(indexed["pictures"]["p1"]))
+    photo.write_bytes(png(indexed["pictures"]["p1"]))
     flags = ["--lake", config.lake, "--model-pack", config.model_pack]
     assert search.main(["--image", str(photo), "--k", "2", "--json", *flags]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -161,7 +141,7 @@ def test_cli_json_and_exit_codes(
     tops = [f["matches"][0]["image_id"] for f in doc["query_faces"]]
     assert tops and set(tops) == {indexed["ids"]["p1"]}
     blank = tmp_path / "blank.png"
-    blank.write_bytes(_png(Image.new("RGB", (320, 240), (90, 90, 90))))
+    blank.write_bytes(png(Image.new("RGB", (320, 240), (90, 90, 90))))
     assert search.main(["--image", str(blank), *flags]) == EXIT_NO_FACE
     assert "no face" in capsys.readouterr().err
     assert search.main(["--image", str(tmp_path / "missing.png"), *flags]) == EXIT_UNREADABLE

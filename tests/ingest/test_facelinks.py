@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from facepictures import picture, png
+from PIL import ImageOps
 from pyspark.sql import SparkSession
 
 from jobs.core.config import FacelakeConfig
@@ -21,24 +20,6 @@ from jobs.ingest.job import ingest_drop
 from jobs.lake.tables import read_table
 
 
-def _picture(seed: int) -> Image.Image:
-    """Textured scenery with two bright patterned squares, which the generated detector takes for faces."""
-    rng = np.random.default_rng(seed)
-    # Never darker than the generated detector's "padding" level, so nothing blocks a detection.
-    img = np.kron(rng.integers(40, 120, (60, 80, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
-    for x, y in ((200, 180), (440, 300)):
-        img[y - 16 : y + 16, x - 16 : x + 16] = np.kron(
-            rng.integers(150, 256, (4, 4, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8)
-        )
-    return Image.fromarray(img)
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return testpack.build_generated_pack(tmp_path_factory.mktemp("packs") / testpack.GENERATED_PACK)
@@ -47,14 +28,14 @@ def pack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_copy_missed_at_ingest_is_linked_through_its_faces_and_shares_the_tags(
     spark: SparkSession, config: FacelakeConfig, pack_dir: Path, tmp_path: Path
 ) -> None:
-    original = _picture(1)
+    original = picture(1)
     w, h = original.size
     # Cropped on two sides and framed: the probe hashes at radius 0 cannot meet it. The net shift is a
     # multiple of the generated detector's largest stride: its boxes snap to a 32-px grid and its
     # recognizer is a plain projection, so only a grid-aligned copy embeds alike (a real ArcFace pack
     # embeds any copy of a face alike; that is the model's property, not this job's).
     copy = ImageOps.expand(original.crop((64, 32, w, h)), border=32, fill=(255, 255, 255))
-    other = _picture(2)
+    other = picture(2)
     drop = tmp_path / "drop"
     (drop / "images").mkdir(parents=True)
     lines, names = [], ("original", "copy", "other")
@@ -63,7 +44,7 @@ def test_a_copy_missed_at_ingest_is_linked_through_its_faces_and_shares_the_tags
         ("copy", copy, "https://img.example.com/b.png"),
         ("other", other, "https://img.example.com/c.png"),
     ):
-        (drop / "images" / f"{name}.png").write_bytes(_png(img))
+        (drop / "images" / f"{name}.png").write_bytes(png(img))
         lines.append(
             {"image_path": f"images/{name}.png", "source_url": url, "crawled_at": "2024-06-01T00:00:00Z"}
         )
