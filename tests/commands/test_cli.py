@@ -13,6 +13,9 @@ from jobs.commands.cli import COMMANDS, build_parser, main
 FACELAKE = str(Path(sys.executable).parent / "facelake")
 
 
+ACTIONS = {"index": ["build", "update", "prune", "list"]}
+
+
 def test_console_script_lists_every_command() -> None:
     out = subprocess.run([FACELAKE, "--help"], capture_output=True, text=True, check=True).stdout
     for command in COMMANDS:
@@ -24,7 +27,14 @@ def test_every_job_command_takes_lake(command: str, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_info:
         build_parser([command, "--help"]).parse_args([command, "--help"])
     assert exit_info.value.code == 0
-    assert "--lake" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    actions = ACTIONS.get(command, [])
+    assert ("--lake" in out) != bool(actions)
+    for action in actions:  # a command with actions (index build, …) takes --lake on each
+        assert action in out
+        with pytest.raises(SystemExit):
+            build_parser([command, action, "--help"]).parse_args([command, action, "--help"])
+        assert "--lake" in capsys.readouterr().out
 
 
 def test_operator_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
