@@ -26,9 +26,8 @@ from pyspark.sql import SparkSession
 from jobs.core.runs import RunContext
 from jobs.index import mechanics
 from jobs.index.plan import faiss_id
-from jobs.index.registry import TABLE, BuildRecord, builds
+from jobs.index.registry import BuildRecord, builds, write_rows
 from jobs.index.store import MANIFEST, BuildStore
-from jobs.lake.tables import upsert_rows
 
 
 def _clean_shard(
@@ -143,13 +142,7 @@ def remove_faces(spark: SparkSession, lake: str, face_ids: Iterable[str], run: R
             counts["builds_cleaned"][build.build_id[:12]] = new_id[:12]
             counts["vectors_removed"] += removed
         # One commit: the clean builds appear and the originals stop being searchable together.
-        from jobs.lake.schemas import table_spec
-
-        schema = table_spec(TABLE).schema
-        columns = tuple(f.name for f in schema.fields if f.name != "build_id")
-        upsert_rows(
-            spark, lake, TABLE, spark.createDataFrame(rows, schema=schema), columns, run, replace_row=True
-        )
+        write_rows(spark, lake, rows, run)
     for build in builds(spark, lake):
         if build.status == "erased" and store.exists(build.build_id):
             store.delete_dir(build.build_id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.runs import RunContext, log
@@ -84,11 +84,17 @@ def publish(
     Everything the row points at must already be written and verified; until this commit the build
     is invisible, so a build killed at any earlier point leaves the previous one current.
     """
-    schema = _schema()
-    frame = spark.createDataFrame([row], schema=schema)
+    frame = spark.createDataFrame([row], schema=_schema())
     gate(TABLE, frame)
-    # Upsert, not insert: a build rewritten under its id (its files were damaged) replaces its row.
-    columns = tuple(f.name for f in schema.fields if f.name != "build_id")
+    return write_rows(spark, lake, frame, run)
+
+
+def write_rows(
+    spark: SparkSession, lake: str, rows: DataFrame | list[dict[str, Any]], run: RunContext
+) -> int:
+    """Upsert whole registry rows in one commit (a row rewritten under its id replaces the old one)."""
+    frame = rows if isinstance(rows, DataFrame) else spark.createDataFrame(rows, schema=_schema())
+    columns = tuple(f.name for f in _schema().fields if f.name != "build_id")
     return upsert_rows(spark, lake, TABLE, frame, columns, run, replace_row=True)
 
 

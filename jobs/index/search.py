@@ -9,7 +9,6 @@ build's pinned ``faces`` version and the image's sources (its own and its aliase
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import sys
@@ -77,9 +76,9 @@ class LoadedBuild:
         self.shards: list[Any] = []
         maps = []
         for entry in self.manifest["shards"]:
-            index_blob = _verified(store, record.build_id, entry, "index")
+            index_blob = store.read_verified(record.build_id, entry, "index")
             self.shards.append(mechanics.from_bytes(index_blob))
-            maps.append(pd.read_parquet(io.BytesIO(_verified(store, record.build_id, entry, "ids"))))
+            maps.append(pd.read_parquet(io.BytesIO(store.read_verified(record.build_id, entry, "ids"))))
         id_map = pd.concat(maps, ignore_index=True) if maps else pd.DataFrame(columns=["faiss_id"])
         self.id_map = id_map.set_index("faiss_id")
 
@@ -105,18 +104,6 @@ class LoadedBuild:
                 row = self.id_map.loc[fid]
                 out.append((str(row["face_id"]), str(row["image_id"])))
         return out
-
-
-def _verified(store: BuildStore, build_id: str, entry: dict[str, Any], key: str) -> bytes:
-    name = entry[f"{key}_file"]
-    data = store.read_bytes(f"{build_id}/{name}")
-    found = hashlib.sha256(data).hexdigest()
-    if found != entry[f"{key}_sha256"]:
-        raise IndexIntegrityError(
-            f"index build {build_id[:12]}: {name} has sha256 {found[:12]}…, the manifest says "
-            f"{entry[f'{key}_sha256'][:12]}…; refusing to load a corrupted or tampered build: rebuild it"
-        )
-    return data
 
 
 def open_build(

@@ -128,19 +128,33 @@ class BuildStore:
             )
         return json.loads(data)
 
+    def _check(self, build_id: str, entry: dict[str, Any], key: str, found: str, size: int) -> None:
+        name = entry[f"{key}_file"]
+        if found != entry[f"{key}_sha256"] or size != entry[f"{key}_bytes"]:
+            raise IndexIntegrityError(
+                f"index build {build_id[:12]}: {name} has sha256 {found[:12]}… ({size} bytes), "
+                f"the manifest says {entry[f'{key}_sha256'][:12]}… ({entry[f'{key}_bytes']} bytes); "
+                "refusing to load a corrupted or tampered build: rebuild it"
+            )
+
+    def _require(self, build_id: str, name: str) -> None:
+        if not self.exists(f"{build_id}/{name}"):
+            raise IndexIntegrityError(
+                f"index build {build_id[:12]}: {name} is missing from {self.display(build_id)}"
+            )
+
+    def read_verified(self, build_id: str, entry: dict[str, Any], key: str) -> bytes:
+        """A shard's ``index`` or ``ids`` file, read once and checked against its manifest entry."""
+        name = entry[f"{key}_file"]
+        self._require(build_id, name)
+        data = self.read_bytes(f"{build_id}/{name}")
+        self._check(build_id, entry, key, hashlib.sha256(data).hexdigest(), len(data))
+        return data
+
     def verify_files(self, build_id: str, manifest: dict[str, Any]) -> None:
         """Every shard file's sha256 and size as the manifest says, or ``IndexIntegrityError`` naming it."""
         for shard in manifest["shards"]:
             for key in ("index", "ids"):
                 name = shard[f"{key}_file"]
-                if not self.exists(f"{build_id}/{name}"):
-                    raise IndexIntegrityError(
-                        f"index build {build_id[:12]}: {name} is missing from {self.display(build_id)}"
-                    )
-                found, size = self.checksum(f"{build_id}/{name}")
-                if found != shard[f"{key}_sha256"] or size != shard[f"{key}_bytes"]:
-                    raise IndexIntegrityError(
-                        f"index build {build_id[:12]}: {name} has sha256 {found[:12]}… ({size} bytes), "
-                        f"the manifest says {shard[f'{key}_sha256'][:12]}… ({shard[f'{key}_bytes']} bytes); "
-                        "refusing to load a corrupted or tampered build: rebuild it"
-                    )
+                self._require(build_id, name)
+                self._check(build_id, shard, key, *self.checksum(f"{build_id}/{name}"))
