@@ -15,10 +15,21 @@ ALLOWED = {
     "ingest": {"core", "lake", "quality"},
     "faces": {"core", "lake", "quality"},
     "index": {"core", "lake", "quality", "faces"},
+    "erasure": {"core", "lake", "quality", "ingest", "faces", "index"},
     "quality": {"core", "lake"},
     "orchestration": {"core"},
     "testdata": {"core"},
-    "commands": {"core", "lake", "ingest", "faces", "index", "quality", "orchestration", "testdata"},
+    "commands": {
+        "core",
+        "lake",
+        "ingest",
+        "faces",
+        "index",
+        "erasure",
+        "quality",
+        "orchestration",
+        "testdata",
+    },
     "resources": set(),
 }
 HEAVY = ("pyspark", "delta", "great_expectations", "airflow", "onnxruntime", "insightface")

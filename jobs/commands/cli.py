@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "FAISS index: build (full, from a pinned faces version), update (CDF), prune, list",
     ),
     "search": ("jobs.index.search", "search the current index with a photo's faces (or --face-id)"),
+    "erase": (
+        "jobs.erasure.job",
+        "erase a jurisdiction's, a domain's, some images' or a subject's records everywhere (dry run first)",
+    ),
     "models": (
         "jobs.faces.packs",
         "show, fetch or build a face model pack (generated-test-pack, buffalo_l, a folder)",

@@ -67,6 +67,11 @@ class FacelakeConfig:
     """recall@10 vs exact search a build must measure on held-out queries to be published."""
     index_keep_builds: int = 3
     """Published builds kept per pack; older ones are pruned (their files deleted)."""
+    erasure_subject_threshold: float = 0.40
+    """Cosine similarity at which a face matches an erasure's subject photo (ArcFace packs: same person
+    is typically 0.3-0.5 apart from unrelated people, below 0.2; tune per pack with its verification pairs)."""
+    erasure_search_k: int = 100
+    """Candidates fetched from the FAISS build per query face before the exact similarity check."""
     phash_threshold: int = 8
     """Max pHash Hamming distance at which a new image counts as a copy of suppressed (erased) content."""
     near_dup_radius: int = 12

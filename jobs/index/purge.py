@@ -71,6 +71,21 @@ def _holds_any(store: BuildStore, build: BuildRecord, manifest: dict[str, Any], 
     return found
 
 
+def builds_holding(spark: SparkSession, lake: str, face_ids: Iterable[str]) -> dict[str, int]:
+    """Published builds holding any of ``face_ids``: build id -> how many (for an erasure's dry run)."""
+    erased = np.unique(np.fromiter((faiss_id(f) for f in face_ids), dtype=np.int64))
+    if not erased.size:
+        return {}
+    store = BuildStore(lake)
+    found = {}
+    for build in builds(spark, lake):
+        if build.status == "published":
+            manifest = store.read_manifest(build.build_id, build.manifest_sha256)
+            if held := _holds_any(store, build, manifest, erased):
+                found[build.build_id] = held
+    return found
+
+
 def remove_faces(spark: SparkSession, lake: str, face_ids: Iterable[str], run: RunContext) -> dict[str, Any]:
     """Replace every published build holding any of ``face_ids`` by a copy without them.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.config import mask
+from jobs.lake.fs import arrow_uri
 
 INDEX_DIR = "_index"
 """Folder under the lake root holding every build's files (``_``: not a table; Spark skips it)."""
@@ -24,20 +25,6 @@ class IndexIntegrityError(RuntimeError):
     """A build's files do not match its manifest (or the manifest its registry row): refuse to load it."""
 
 
-def _normalise(uri: str) -> str:
-    """Hadoop's scheme names to pyarrow's; local paths made absolute."""
-    for hadoop, arrow in (("s3a://", "s3://"), ("s3n://", "s3://"), ("gcs://", "gs://")):
-        if uri.startswith(hadoop):
-            return arrow + uri[len(hadoop) :]
-    if uri.startswith("file:") and not uri.startswith("file://"):
-        uri = "file://" + uri[len("file:") :]  # Hadoop's file:/path
-    if uri.startswith("file://"):
-        return str(Path(uri[len("file://") :]).resolve())
-    if "://" not in uri:
-        return str(Path(uri).resolve())
-    return uri
-
-
 class BuildStore:
     """Files of the builds under ``<lake>/_index``; paths given to methods are relative to it."""
 
@@ -45,7 +32,7 @@ class BuildStore:
         from pyarrow import fs
 
         self.uri = lake.rstrip("/") + "/" + INDEX_DIR
-        filesystem, base = fs.FileSystem.from_uri(_normalise(lake))
+        filesystem, base = fs.FileSystem.from_uri(arrow_uri(lake))
         self.fs = filesystem
         self.base = base.rstrip("/") + "/" + INDEX_DIR
 

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
-from jobs.core.dropfiles import object_store_options, read_drop_file
+from jobs.core.dropfiles import local_root, object_store_options, read_drop_file
 from jobs.core.imaging import decode_image, hamming
 from jobs.core.manifest import UTF8_BOM, ManifestRecord, Rejection, drop_id_for, parse_line
 from jobs.core.neardup import METHOD as NEAR_DUP_METHOD
@@ -153,6 +154,17 @@ def _parsed_row(line: bytes, line_no: int) -> tuple[Any, ...]:
     )
 
 
+def normalize_drop_uri(drop: str) -> str:
+    """What ``drop_uri`` records for a drop: an absolute local path for a local folder (a relative path
+    or ``file:`` URI resolved, links included), any other URI (``s3a://…``) unchanged.
+
+    Absolute so that a later job (an erasure looking for landing files) finds the folder whatever
+    its working directory; a bare path stays local, as ``jobs.core.dropfiles.local_root`` reads it.
+    """
+    root = local_root(drop)
+    return drop if root is None else str(Path(root).resolve())
+
+
 def manifest_uri(drop: str) -> str:
     return drop.rstrip("/") + "/" + MANIFEST_NAME
 
@@ -262,7 +274,7 @@ def tags_udf(policy: Policy):
     return tag
 
 
-def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column) -> DataFrame:
+def _quarantine_rows(df: DataFrame, drop_id: str, drop_uri: str, run: RunContext, now: F.Column) -> DataFrame:
     return df.select(
         row_id_col(F.lit(drop_id), "line_no", "reason").alias("quarantine_id"),
         F.lit(drop_id).alias("drop_id"),
@@ -276,6 +288,7 @@ def _quarantine_rows(df: DataFrame, drop_id: str, run: RunContext, now: F.Column
         "raw_line",
         now.alias("quarantined_at"),
         F.lit(run.run_id).alias("run_id"),
+        F.lit(drop_uri).alias("drop_uri"),
     )
 
 
@@ -338,6 +351,7 @@ def _ingest(
     if fail_after is not None and fail_after not in WRITE_ORDER:
         raise ValueError(f"fail_after must be one of {WRITE_ORDER}")
     drop_id = read_drop_id(spark, config.drop)
+    drop_uri = normalize_drop_uri(config.drop)
     report = IngestReport(drop_id)
     run.inputs.update({"drop_id": drop_id})
     policy = load_policy(config.policy_file or None)
@@ -525,9 +539,10 @@ def _ingest(
         "extra",
         now.alias("ingested_at"),
         F.lit(run.run_id).alias("run_id"),
+        F.lit(drop_uri).alias("drop_uri"),
     )
     quarantine = _quarantine_rows(
-        bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, run, now
+        bad_lines.select(*bad_files.columns).unionByName(bad_files), drop_id, drop_uri, run, now
     )
     # Only what is new (or, for images, re-tagged) is validated and published.
     publish = {

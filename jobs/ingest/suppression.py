@@ -1,4 +1,4 @@
-"""Suppression list: content hashes and URL hashes that must never be ingested again."""
+"""Suppression list: content hashes, URL hashes and host hashes that must never be ingested again."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.lake.tables import ensure_table, host_suffixes, read_table
+from jobs.lake.tables import ensure_table, host_sha256, host_suffixes, read_table
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Suppressed:
     sha256s: DataFrame
     phashes: DataFrame
     url_hashes: DataFrame  # column url_sha256
-    hosts: DataFrame  # column host_suffix
+    hosts: DataFrame  # column host_sha256: jobs.core.ids.host_digest of a host suffix
     has_content: bool
     has_urls: bool
     has_hosts: bool
@@ -32,7 +32,7 @@ def load_suppression(spark: SparkSession, lake: str, version: int | None = None)
         sha256s=table.where("kind = 'sha256'").select("value"),
         phashes=table.where("kind = 'phash'").select("value"),
         url_hashes=table.where("kind = 'url_sha256'").select(F.col("value").alias("url_sha256")),
-        hosts=table.where("kind = 'host'").select(F.col("value").alias("host_suffix")),
+        hosts=table.where("kind = 'host'").select(F.col("value").alias("host_sha256")),
         has_content=bool(kinds & {"sha256", "phash"}),
         has_urls="url_sha256" in kinds,
         has_hosts="host" in kinds,
@@ -40,12 +40,17 @@ def load_suppression(spark: SparkSession, lake: str, version: int | None = None)
 
 
 def without_suppressed_hosts(lines: DataFrame, hosts: DataFrame, columns: tuple[str, ...]) -> DataFrame:
-    """``lines`` minus those whose host in any of ``columns`` is a suppressed host or under one."""
+    """``lines`` minus those whose host in any of ``columns`` is a suppressed host or under one.
+
+    ``hosts`` holds digests (column ``host_sha256``): each whole-label suffix of a line's hosts is
+    hashed and equi-joined against them, so ``evil-example.com`` is not under ``example.com``.
+    """
     suffixes = lines.select(
         "line_no",
         F.explode(
             F.flatten(F.array(*[F.coalesce(host_suffixes(F.col(c)), F.array()) for c in columns]))
         ).alias("host_suffix"),
     )
-    hit = suffixes.join(hosts, "host_suffix", "left_semi").select("line_no").distinct()
+    digests = suffixes.select("line_no", host_sha256(F.col("host_suffix")).alias("host_sha256"))
+    hit = digests.join(hosts, "host_sha256", "left_semi").select("line_no").distinct()
     return lines.join(hit, "line_no", "left_anti")

@@ -23,3 +23,17 @@ def copy_local_tree(spark: SparkSession, local: Path, target: str) -> None:
             _, source = hadoop_path(spark, path.resolve().as_uri())
             _, destination = hadoop_path(spark, target.rstrip("/") + "/" + relative)
             fs.copyFromLocalFile(False, True, source, destination)
+
+
+def arrow_uri(uri: str) -> str:
+    """The location pyarrow.fs reads for a Hadoop-style URI: scheme names mapped (s3a -> s3), local paths absolute."""
+    for hadoop, arrow in (("s3a://", "s3://"), ("s3n://", "s3://"), ("gcs://", "gs://")):
+        if uri.startswith(hadoop):
+            return arrow + uri[len(hadoop) :]
+    if uri.startswith("file:") and not uri.startswith("file://"):
+        uri = "file://" + uri[len("file:") :]  # Hadoop's file:/path
+    if uri.startswith("file://"):
+        return str(Path(uri[len("file://") :]).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri

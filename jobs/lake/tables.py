@@ -23,6 +23,12 @@ def url_sha256(url: Column) -> Column:
     return F.sha2(F.lower(F.regexp_replace(F.trim(url), "#.*$", "")), 256)
 
 
+def host_sha256(host: Column) -> Column:
+    """Spark twin of ``jobs.core.ids.host_digest`` (tested to agree) for hosts already normalised, as
+    ``source_host``, ``page_host`` and their ``host_suffixes`` are (case is folded again, nothing else)."""
+    return F.sha2(F.lower(host), 256)
+
+
 def host_suffixes(host: Column) -> Column:
     """Every whole-label suffix of a normalised host: ``a.b.co.uk`` -> [a.b.co.uk, b.co.uk, co.uk, uk].
 

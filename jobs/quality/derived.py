@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.lake.schemas import schema_of
-from jobs.lake.tables import host_suffixes, read_table, table_uri, url_sha256
+from jobs.lake.tables import host_sha256, host_suffixes, read_table, table_uri, url_sha256
 
 if TYPE_CHECKING:
     from jobs.quality.suites import SuiteSpec
@@ -173,8 +173,8 @@ def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
 
     Checks whichever columns the DataFrame has: ``image_id`` against ``sha256`` entries, ``phash``
     against ``phash`` entries (exact; ingest also drops near duplicates), ``source_url`` against
-    ``url_sha256`` entries (``jobs.lake.tables.url_sha256``, as ingest hashes it), and
-    ``source_host``/``page_host`` against ``host`` suffixes.
+    ``url_sha256`` entries (``jobs.lake.tables.url_sha256``, as ingest hashes it), and the digest of
+    each suffix of ``source_host``/``page_host`` (``jobs.lake.tables.host_sha256``) against ``host`` entries.
     """
 
     flags: list[str] = []
@@ -193,14 +193,15 @@ def with_suppressed(df: DataFrame, suppression: DataFrame) -> DataFrame:
 
     def flag_host(frame: DataFrame, column: str) -> DataFrame:
         name = f"_sup_host_{column}"
-        suffixes = suppression.where(F.col("kind") == "host").select(F.col("value").alias("_sfx"))
+        digests = suppression.where(F.col("kind") == "host").select(F.col("value").alias("_sfx_sha"))
         hosts = (
             frame.select(F.col(column).alias(name + "_h")).where(F.col(name + "_h").isNotNull()).distinct()
         )
-        # The same suffix rule ingest applies (host_suffixes), as an equi-join.
+        # The same rule ingest applies (digests of host_suffixes), as an equi-join.
         candidates = hosts.select(name + "_h", F.explode(host_suffixes(F.lower(name + "_h"))).alias("_sfx"))
+        candidates = candidates.select(name + "_h", host_sha256(F.col("_sfx")).alias("_sfx_sha"))
         hits = (
-            candidates.join(suffixes, "_sfx", "left_semi")
+            candidates.join(digests, "_sfx_sha", "left_semi")
             .select(name + "_h")
             .distinct()
             .withColumn(name, F.lit(True))

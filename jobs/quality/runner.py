@@ -7,6 +7,7 @@ import json
 import logging
 import tempfile
 import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.core.ids import row_id
 from jobs.core.runs import RunContext
 from jobs.lake.fs import copy_local_tree
 from jobs.lake.schemas import schema_of
@@ -78,6 +80,8 @@ class QualityReport:
     run_id: str
     job: str
     table_version: int | None
+    validation_id: str
+    """This validation's id in ``dq_results`` (``validation_id``); see ``next_validation_id``."""
     outcomes: list[ExpectationOutcome]
     data_docs_path: str | None
     """Data Docs index of the run (``<lake>/data_docs/index.html``)."""
@@ -190,6 +194,7 @@ def run_suite(
         run_id=run.run_id,
         job=run.job,
         table_version=table_version,
+        validation_id=next_validation_id(run.run_id, suite_name, table_name, table_version),
         outcomes=ordered,
         data_docs_path=index,
         data_docs_pages=pages,
@@ -201,8 +206,35 @@ def run_suite(
 
 
 def _full_id(spec: SuiteSpec, table_name: str, e: ExpectationSpec) -> str:
-    # A generic suite runs once per table in a run: keep dq_results keys distinct.
+    # A generic suite runs on many tables: the id says which one a result is about.
     return e.expectation_id if spec.table else f"{table_name}:{e.expectation_id}"
+
+
+_VALIDATIONS_LOCK = threading.Lock()
+_VALIDATIONS: OrderedDict[str, Counter[tuple[str, str, int | None]]] = OrderedDict()
+_VALIDATIONS_RUNS = 64
+"""Runs whose validation counts are kept: only a session interleaving more runs than this (a notebook)
+would number an old run's validations afresh, and a repeat of one of them would then not be recorded."""
+
+
+def next_validation_id(run_id: str, suite: str, table_name: str, table_version: int | None) -> str:
+    """A new validation's id: ``row_id(run_id, suite, table_name, table_version, n)`` for the run's n-th
+    validation (1-based) of that suite, table and version in this process.
+
+    Numbered per (suite, table, version) rather than per run, so a validation's id does not depend on
+    what else the run checked before it: the same job validating the same frames in the same order
+    gets the same ids, and a second validation of the same thing (a generic suite run per table, a
+    suite run twice) gets a new one, so ``dq_results`` keeps both.
+    """
+    key = (suite, table_name, table_version)
+    with _VALIDATIONS_LOCK:
+        counts = _VALIDATIONS.setdefault(run_id, Counter())
+        _VALIDATIONS.move_to_end(run_id)
+        while len(_VALIDATIONS) > _VALIDATIONS_RUNS:
+            _VALIDATIONS.popitem(last=False)
+        counts[key] += 1
+        n = counts[key]
+    return row_id(run_id, suite, table_name, table_version, n)
 
 
 def _jsonable(value: Any) -> Any:
@@ -235,9 +267,10 @@ def _dedupe(ids: Iterable[str | None]) -> list[str]:
 def write_results(spark: SparkSession, lake: str, reports: Sequence[QualityReport], run: RunContext) -> int:
     """Insert the reports' rows into ``dq_results`` in one MERGE; returns the rows inserted.
 
-    The MERGE is on (run, suite, expectation), so reruns add nothing. Sets ``rows_written`` of a
-    report written alone; of reports written together, only when every row was new (the usual
-    case: a run's first check of each suite), since one MERGE reports one count.
+    The MERGE is on (run, validation, expectation): every validation of a run lands, even of the
+    same suite, and writing the same reports again adds nothing. Sets ``rows_written`` of a report
+    written alone; of reports written together, only when every row was new (the usual case), since
+    one MERGE reports one count.
     """
     if not reports:
         return 0
@@ -258,6 +291,7 @@ def write_results(spark: SparkSession, lake: str, reports: Sequence[QualityRepor
             list(o.example_ids),
             o.data_docs_path,
             report.checked_at,
+            report.validation_id,
         )
         for report in reports
         for o in report.outcomes
@@ -271,9 +305,9 @@ def write_results(spark: SparkSession, lake: str, reports: Sequence[QualityRepor
         for r in reports:
             r.rows_written = len(r.outcomes)
     if written < expected:
-        # dq_results' key is (run_id, suite, expectation_id): one result per run and suite.
-        log.warning(
-            "dq_results already held %d result(s) of run %s for suite(s) %s; kept the first ones",
+        # Only the same validation written again (a retried write) can meet an existing key.
+        log.info(
+            "dq_results already held %d result(s) of run %s for suite(s) %s",
             expected - written,
             run.run_id,
             ", ".join(r.suite for r in reports),

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from jobs.index import store as store_module
-from jobs.index.store import INDEX_DIR, MANIFEST, BuildStore, IndexIntegrityError, _normalise
+from jobs.index.store import INDEX_DIR, MANIFEST, BuildStore, IndexIntegrityError
+from jobs.lake.fs import arrow_uri as _normalise
 
 BUILD = "20240501T120000-3f9a2c7d81e4b6"
 """A build id longer than the 12 characters messages name."""

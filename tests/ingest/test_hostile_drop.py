@@ -20,6 +20,7 @@ from hostile_drop import (
 from pyspark.sql import SparkSession
 
 from jobs.core.config import FacelakeConfig
+from jobs.core.ids import host_digest
 from jobs.core.runs import RunContext
 from jobs.ingest.job import ingest_drop
 from jobs.lake.schemas import schema_of, table_names
@@ -51,7 +52,9 @@ def hostile(
         spark,
         lake,
         "suppression",
-        spark.createDataFrame([("h1", "host", SUPPRESSED_HOST, "e1", now)], schema_of("suppression")),
+        spark.createDataFrame(
+            [("h1", "host", host_digest(SUPPRESSED_HOST), "e1", now)], schema_of("suppression")
+        ),
         RunContext(job="test"),
     )
     handler = _Collect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from jobs.core.imaging import hamming
 from jobs.core.manifest import drop_id_for
 from jobs.core.neardup import VerifyParams
 from jobs.core.runs import RunContext
-from jobs.ingest.job import WRITE_ORDER, InjectedFailure, ingest_drop, read_drop_id
+from jobs.ingest.job import WRITE_ORDER, InjectedFailure, ingest_drop, normalize_drop_uri, read_drop_id
 from jobs.lake.schemas import schema_differences, schema_of
 from jobs.lake.tables import merge_new_rows, read_table, table_uri
 
@@ -198,6 +199,48 @@ def test_second_ingest_of_the_same_drop_is_a_noop(spark: SparkSession, ingested:
     assert set(report.inserted.values()) == {0}
     assert _versions(spark, ingested["lake"]) == before
     assert read_table(spark, ingested["lake"], "images").orderBy("image_id").collect() == images_before
+
+
+def test_every_manifest_and_quarantine_row_records_the_drops_absolute_location(
+    spark: SparkSession, ingested: dict, sample_drop: Path
+) -> None:
+    where = str(sample_drop.resolve())
+    manifest = read_table(spark, ingested["lake"], "crawl_manifest").select("drop_uri").collect()
+    assert manifest and {r["drop_uri"] for r in manifest} == {where}
+    assert ingested["quarantine"] and {r["drop_uri"] for r in ingested["quarantine"]} == {where}
+
+
+def test_a_drop_given_as_a_relative_path_is_recorded_absolute(
+    spark: SparkSession, ingested: dict, sample_drop: Path, tmp_path: Path
+) -> None:
+    ok = [ln for ln in ingested["key"]["lines"] if ln["expected"] == "ok"][:2]
+    missing = {"image_path": "images/gone.jpg", "source_url": "https://x.example/gone.jpg"}
+    drop = _mini_drop(
+        sample_drop, tmp_path / "drop-rel", ok, [{**missing, "crawled_at": "2026-05-01T00:00:00Z"}]
+    )
+    # Relative to the working directory the JVM and its Python workers share with this process.
+    relative = os.path.relpath(drop, Path.cwd())
+    assert not Path(relative).is_absolute()
+    lake = str(tmp_path / "lake")
+    report = ingest_drop(
+        spark, ingested["config"].replace(lake=lake, drop=relative), RunContext(job="ingest")
+    )
+    assert report.inserted["crawl_manifest"] == 3 and report.inserted["quarantine"] == 1
+    for table in ("crawl_manifest", "quarantine"):
+        assert {r["drop_uri"] for r in read_table(spark, lake, table).collect()} == {str(drop.resolve())}
+
+
+def test_drop_uri_normalisation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    here = tmp_path.resolve()
+    assert normalize_drop_uri("drops/d1") == str(here / "drops" / "d1")
+    assert normalize_drop_uri("./drops/../d2/") == str(here / "d2")
+    assert normalize_drop_uri(str(here / "d3") + "/") == str(here / "d3")
+    assert normalize_drop_uri((here / "d 4").as_uri()) == str(here / "d 4")  # file: URI, %-escapes decoded
+    (here / "link").symlink_to(here / "drops", target_is_directory=True)
+    assert normalize_drop_uri("link/d1") == str(here / "drops" / "d1")  # the folder actually read
+    for remote in ("s3a://bucket/crawls/d1", "s3a://bucket/crawls/d1/", "gs://b/x"):
+        assert normalize_drop_uri(remote) == remote
 
 
 def test_drop_id_is_read_from_manifest_bytes(spark: SparkSession, sample_drop: Path) -> None:

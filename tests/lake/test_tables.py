@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
@@ -30,6 +31,7 @@ def _manifest_rows(spark: SparkSession, n: int, drop_id: str = "d" * 16):
                 None,
                 now,
                 "run-1",
+                "/crawls/drop-1",
             )
             for i in range(1, n + 1)
         ],
@@ -100,3 +102,23 @@ def test_row_id_col_agrees_with_row_id(spark) -> None:
         .collect()
     ]
     assert got == [row_id(*r) for r in rows]
+
+
+@pytest.mark.parametrize(
+    "name,column",
+    [("crawl_manifest", "drop_uri"), ("quarantine", "drop_uri"), ("dq_results", "validation_id")],
+)
+def test_a_table_created_before_a_column_existed_gets_it(
+    spark: SparkSession, lake: str, name: str, column: str
+) -> None:
+    from pyspark.sql.types import StructType
+
+    from jobs.lake.tables import ensure_table
+
+    old = StructType([f for f in schema_of(name).fields if f.name != column])
+    uri = table_uri(lake, name)
+    DeltaTable.createIfNotExists(spark).location(uri).addColumns(old).execute()
+    assert column not in read_table(spark, lake, name).columns
+    ensure_table(spark, lake, name)
+    # Added at the end, nullable: the same schema a new lake gets (new columns are last in the file).
+    assert schema_differences(read_table(spark, lake, name).schema, schema_of(name)) == []

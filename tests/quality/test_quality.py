@@ -20,6 +20,7 @@ import pytest
 from pyspark.sql import types as T
 
 from jobs.core.config import FacelakeConfig
+from jobs.core.ids import host_digest
 from jobs.core.runs import RunContext
 from jobs.lake.fs import copy_local_tree
 from jobs.lake.schemas import schema_differences, schema_of, table_names
@@ -193,6 +194,7 @@ def manifest_row(i: int) -> dict[str, Any]:
         "extra": None,
         "ingested_at": NOW,
         "run_id": "r1",
+        "drop_uri": "/crawls/drop-1",
     }
 
 
@@ -210,6 +212,7 @@ def quarantine_row(i: int) -> dict[str, Any]:
         "raw_line": "{" * (i + 1),
         "quarantined_at": NOW,
         "run_id": "r1",
+        "drop_uri": "s3a://crawls/drop-1",
     }
 
 
@@ -218,7 +221,7 @@ def suppression_row(i: int) -> dict[str, Any]:
         ("sha256", h64("erased", i)),
         ("phash", h16("erased", i)),
         ("url_sha256", h64("url", i)),
-        ("host", f"erased{i}.example"),
+        ("host", host_digest(f"erased{i}.example")),
     ][i % 4]
     return {
         "suppression_id": h64(kind, value),
@@ -289,6 +292,7 @@ def dq_row(i: int) -> dict[str, Any]:
         "example_ids": [] if i % 2 else [h64("image", i)],
         "data_docs_path": "/lake/data_docs/index.html",
         "checked_at": NOW,
+        "validation_id": h64("validation", 1),
     }
 
 
@@ -458,7 +462,7 @@ def _suppress_sha(row: dict[str, Any], case: Case) -> list[str]:
 def _suppress_host(row: dict[str, Any], case: Case) -> list[str]:
     row.update(source_host="img.banned.example")
     case.suppression.append(
-        {**suppression_row(3), "suppression_id": h64("s", "banned"), "value": "banned.example"}
+        {**suppression_row(3), "suppression_id": h64("s", "banned"), "value": host_digest("banned.example")}
     )
     return [row["source_id"]]
 
@@ -593,6 +597,7 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_not_be_null(crawled_at)": _set(crawled_at=None),
         "expect_column_values_to_match_regex(country)": _set(country="gb"),
         "expect_column_values_to_be_in_set(suppressed)": _suppress_url,
+        "expect_column_values_to_not_be_null(drop_uri)": _set(drop_uri=None),
     },
     "quarantine": {
         "expect_column_values_to_not_be_null(quarantine_id)": _null("quarantine_id"),
@@ -604,6 +609,7 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_match_regex(file_sha256)": _set(file_sha256="abc"),
         "expect_column_values_to_be_between(byte_size)": _set(byte_size=-1),
         "expect_column_value_lengths_to_be_between(raw_line)": _set(raw_line="x" * 5000),
+        "expect_column_values_to_not_be_null(drop_uri)": _set(drop_uri=None),
     },
     "image_links": {
         "expect_column_values_to_be_unique(link_id)": _copy_of_first("link_id"),
@@ -640,11 +646,15 @@ BREAKS: dict[str, dict[str, Break]] = {
         "expect_column_values_to_not_be_null(value)": _set(value=None),
         "expect_column_values_to_match_regex(value)[sha256,url_sha256]": _set(kind="url_sha256", value="abc"),
         "expect_column_values_to_match_regex(value)[phash]": _set(kind="phash", value="abc"),
-        "expect_column_values_to_match_regex(value)[host]": _set(kind="host", value="https://evil.example/x"),
+        "expect_column_values_to_match_regex(value)[host]": _set(kind="host", value="evil.example"),
         "expect_column_values_to_not_be_null(erasure_id)": _set(erasure_id=None),
     },
     "dq_results": {
-        "expect_compound_columns_to_be_unique(run_id,suite,expectation_id)": _copy_of_first("expectation_id"),
+        "expect_compound_columns_to_be_unique(run_id,validation_id,expectation_id)": _copy_of_first(
+            "expectation_id"
+        ),
+        "expect_column_values_to_not_be_null(validation_id)": _null("validation_id"),
+        "expect_column_values_to_match_regex(validation_id)": _set(validation_id="v-1"),
         "expect_column_values_to_not_be_null(success)": _set(success=None),
         "expect_column_values_to_be_between(unexpected_count)": _set(unexpected_count=-1),
         "expect_column_values_to_not_match_regex(example_id)": _set(
@@ -872,6 +882,19 @@ def test_dq_results_rows(spark, module_lake, good_reports, broken_reports):
         assert Path(row["data_docs_path"]).is_file()
     failed = {(r["suite"], r["expectation_id"]) for r in rows if not r["success"]}
     assert failed == {(s, e) for s in RECORDED_BROKEN for e in BREAKS[s]}
+    # One validation id per recorded suite run, on each of its rows.
+    recorded = [good_reports[s] for s in RECORDED_GOOD] + [
+        broken_reports[s][0].report for s in RECORDED_BROKEN
+    ]
+    by_validation = {r.validation_id: (r.suite, len(r.outcomes)) for r in recorded}
+    assert len(by_validation) == len(recorded)
+    assert {
+        v: (
+            next(r["suite"] for r in rows if r["validation_id"] == v),
+            sum(r["validation_id"] == v for r in rows),
+        )
+        for v in {r["validation_id"] for r in rows}
+    } == by_validation
     unique = next(
         r
         for r in rows
@@ -935,8 +958,10 @@ def test_with_suppressed_matches_sha_phash_and_host_suffix(spark):
         [
             {**suppression_row(0), "value": h64("image", 0)},
             {**suppression_row(1), "value": h16("phash", 1)},
-            {**suppression_row(3), "value": "img2.example.com"},
-            {**suppression_row(7), "suppression_id": h64("x"), "value": "example.co.uk.evil"},
+            {**suppression_row(3), "value": host_digest("img2.example.com")},
+            {**suppression_row(7), "suppression_id": h64("x"), "value": host_digest("example.co.uk.evil")},
+            # Whole labels only: "mg4.example.com" is not img4.example.com, nor a parent of it.
+            {**suppression_row(11), "suppression_id": h64("y"), "value": host_digest("mg4.example.com")},
             {**suppression_row(2), "value": url_digest(" " + source_row(3)["source_url"] + "#x")},
         ],
     )
@@ -983,6 +1008,67 @@ def test_verify_erased_over_versions(spark, lake):
     assert {r["table_name"] for r in rows} == {"images"} and len(rows) == 2
     assert {r["table_version"] for r in rows} == {1}
     assert all(selector not in (r["kwargs"] or "") for r in rows)
+
+
+def test_every_validation_of_a_run_lands_in_dq_results_once(spark, lake):
+    from delta.tables import DeltaTable
+
+    from jobs.core.ids import row_id
+    from jobs.lake.tables import table_uri
+
+    run = RunContext(job="erase")
+    counts = good_case("erased_selector", 3).dataframe(spark, exact=True)
+
+    def validate(table: str) -> runner.QualityReport:
+        return runner.run_suite(
+            spark,
+            counts,
+            "erased_selector",
+            lake=lake,
+            run=run,
+            table_name=table,
+            table_version=2,
+            parameters={"versions_checked": [0, 1, 2]},
+            data_docs=False,
+        )
+
+    # The erasure verifier checks one generic suite per table, and may check a table twice.
+    images, faces, images_again = validate("images"), validate("faces"), validate("images")
+    assert images.validation_id == row_id(run.run_id, "erased_selector", "images", 2, 1)
+    assert faces.validation_id == row_id(run.run_id, "erased_selector", "faces", 2, 1)
+    assert images_again.validation_id == row_id(run.run_id, "erased_selector", "images", 2, 2)
+    assert runner.write_results(spark, lake, [images, faces], run) == 4
+    assert runner.write_results(spark, lake, [images, faces, images_again], run) == 2
+    rows = read_table(spark, lake, "dq_results").collect()
+    assert sorted((r["validation_id"], r["table_name"], r["expectation_id"]) for r in rows) == sorted(
+        (report.validation_id, report.table_name, f"{report.table_name}:{e}")
+        for report in (images, faces, images_again)
+        for e in (
+            "expect_column_sum_to_be_between(matching_rows)",
+            "expect_column_distinct_values_to_equal_set(table_version)",
+        )
+    )
+    assert all(r["run_id"] == run.run_id and r["suite"] == "erased_selector" and r["success"] for r in rows)
+    # Writing the same reports again (a retried task) adds no row and no Delta version.
+    versions = DeltaTable.forPath(spark, table_uri(lake, "dq_results")).history().count()
+    assert runner.write_results(spark, lake, [images, faces, images_again], run) == 0
+    assert runner.write_results(spark, lake, [faces], run) == 0 and faces.rows_written == 0
+    assert read_table(spark, lake, "dq_results").count() == 6
+    assert DeltaTable.forPath(spark, table_uri(lake, "dq_results")).history().count() == versions
+    # Another run numbers its validations afresh, under its own run id.
+    other = RunContext(job="erase")
+    again = runner.run_suite(
+        spark,
+        counts,
+        "erased_selector",
+        lake=lake,
+        run=other,
+        table_name="images",
+        table_version=2,
+        parameters={"versions_checked": [0, 1, 2]},
+        data_docs=False,
+    )
+    assert again.validation_id == row_id(other.run_id, "erased_selector", "images", 2, 1)
 
 
 def test_landmarks_may_lie_slightly_outside_the_box_as_scrfd_puts_them(spark):

@@ -1,0 +1,185 @@
+"""A UK erasure end to end on a real ingested, embedded and indexed sample drop: dry run, execute, rerun."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.core.config import FacelakeConfig
+from jobs.core.runs import RunContext
+from jobs.erasure.job import ErasureStepFailed, run_erasure
+from jobs.erasure.request import build_request
+from jobs.faces.embed import embed
+from jobs.index.build import build_index
+from jobs.index.search import open_build
+from jobs.ingest.job import ingest_drop
+from jobs.lake.api import Lake
+from jobs.lake.tables import latest_version, read_table
+from jobs.testdata.sample_drop import generate_sample_drop
+
+TABLES = ("images", "image_sources", "faces", "face_status", "crawl_manifest", "quarantine")
+
+
+def _uk(request_mode: str, ticket: str = "REG-1") -> object:
+    return build_request("jurisdiction", ["uk"], mode=request_mode, ticket=ticket, requested_by="dpo")
+
+
+def _rows(spark: SparkSession, lake: str, table: str, version: int) -> set[tuple]:
+    cols = {"images": ["image_id", "canonical_id"], "faces": ["face_id", "image_id"]}[table]
+    return {tuple(r) for r in read_table(spark, lake, table, version=version).select(*cols).collect()}
+
+
+@pytest.fixture(scope="module")
+def lake_before(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    """A sample drop ingested, embedded and indexed; the drop kept twice (landing copy, original copy)."""
+    root = tmp_path_factory.mktemp("erasure")
+    original = root / "original"
+    generate_sample_drop(original, n=60, seed=11)
+    landing = root / "landing"
+    shutil.copytree(original, landing)
+    limits = json.loads((original / "answer_key.json").read_text())["limits"]
+    config = spark_config.replace(
+        lake=str(root / "lake"),
+        drop=str(landing),
+        max_image_bytes=limits["byte_limit_for_tests"],
+        max_image_pixels=limits["pixel_limit_for_tests"],
+        index_exact_below=10_000,
+    )
+    ingest_drop(spark, config, RunContext("ingest"))
+    embed(spark, config, RunContext("embed"))
+    build_index(spark, config, RunContext("index-build"), shards=2)
+    lake = config.lake
+    images = (
+        read_table(spark, lake, "images").select("image_id", "canonical_id", "jurisdiction_tags").collect()
+    )
+    uk = {r["image_id"] for r in images if "uk" in (r["jurisdiction_tags"] or [])}
+    faces = read_table(spark, lake, "faces").select("face_id", "image_id", "embedding").collect()
+    return {
+        "config": config,
+        "original": original,
+        "landing": landing,
+        "uk": uk,
+        "all": {r["image_id"] for r in images},
+        "faces": faces,
+        "versions": {t: latest_version(spark, lake, t) for t in TABLES},
+    }
+
+
+def test_uk_erasure_dry_run_execute_and_rerun(spark: SparkSession, lake_before: dict) -> None:
+    config: FacelakeConfig = lake_before["config"]
+    lake, uk = config.lake, lake_before["uk"]
+    assert uk and uk != lake_before["all"]
+    # A UK picture reached only through a non-UK alias: the alias's own sources are all non-UK.
+    sources = read_table(spark, lake, "image_sources").select("image_id", "jurisdiction_tags").collect()
+    alias_only = {
+        i
+        for i in uk
+        if not any("uk" in (s["jurisdiction_tags"] or []) for s in sources if s["image_id"] == i)
+    }
+    assert alias_only, "the sample drop has a UK cluster member with no UK source of its own"
+    old = {
+        t: {v: _rows(spark, lake, t, v) for v in range(lake_before["versions"][t] + 1)}
+        for t in ("images", "faces")
+    }
+
+    dry = run_erasure(spark, config, _uk("dry_run"), RunContext("erase"))
+    assert dry.status == "planned" and dry.counts["images"] == len(uk)
+    assert set(dry.samples["images"]) <= uk and Path(dry.report_path).is_file()
+    assert {t: latest_version(spark, lake, t) for t in TABLES} == lake_before["versions"]  # nothing changed
+
+    done = run_erasure(spark, config, _uk("execute"), RunContext("erase"))
+    assert done.status == "completed" and done.verified, done.checks
+    assert done.history_survival == 1.0 and done.counts["history_rows_lost"] == 0
+    assert done.counts["images.deleted"] == len(uk)
+
+    # Every pre-erasure version: no UK row, every non-UK row still there (two-way).
+    for table, by_version in old.items():
+        for version, rows in by_version.items():
+            now = _rows(spark, lake, table, version)
+            expected = (
+                {r for r in rows if r[-1] not in uk}
+                if table == "faces"
+                else {r for r in rows if r[0] not in uk}
+            )
+            assert now == expected, (table, version)
+    for table in TABLES:
+        for version in range(lake_before["versions"][table] + 1):
+            df = read_table(spark, lake, table, version=version)
+            if "image_id" in df.columns:
+                assert df.where(F.col("image_id").isin(sorted(uk))).count() == 0
+
+    # Search with a UK face returns nothing erased.
+    uk_faces = [f for f in lake_before["faces"] if f["image_id"] in uk]
+    build = open_build(spark, lake)
+    if uk_faces:
+        _, ids = build.search(np.asarray([f["embedding"] for f in uk_faces], dtype=np.float32), 5)
+        found = {m[1] for m in build.faces_of(np.unique(ids[ids >= 0])) if m}
+        assert not found & uk
+
+    # Landing: no erased file left in the drop; the manifest keeps its other lines.
+    import hashlib
+
+    left = {
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in lake_before["landing"].rglob("*") if p.is_file()
+    }
+    assert not left & uk
+
+    # Audit and history show it.
+    audit = read_table(spark, lake, "erasure_audit").where("mode = 'execute'").collect()
+    assert len(audit) == 1 and audit[0]["status"] == "completed" and audit[0]["history_survival"] == 1.0
+    assert Lake(spark, lake).erasures("images")[0].erasure_id == done.erasure_id
+
+    # A rerun is a no-op that verifies again.
+    versions = {t: latest_version(spark, lake, t) for t in TABLES}
+    again = run_erasure(spark, config, _uk("execute"), RunContext("erase"))
+    assert again.verified and {t: latest_version(spark, lake, t) for t in TABLES} == versions
+
+    # Re-ingesting the original drop brings nothing erased back and does not fail.
+    ingest_drop(spark, config.replace(drop=str(lake_before["original"])), RunContext("ingest"))
+    back = read_table(spark, lake, "images").where(F.col("image_id").isin(sorted(uk))).count()
+    assert back == 0
+
+
+def test_an_erasure_interrupted_after_each_step_finishes_on_rerun(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from indexdata import append_faces, face_ids
+    from lakedata import rows
+
+    from jobs.lake.tables import merge_new_rows
+    from jobs.testdata.vectors import clustered_vectors
+
+    config = spark_config.replace(lake=str(tmp_path / "lake"), index_exact_below=1_000)
+    lake = config.lake
+    ids = [hashlib.sha256(f"image {i}".encode()).hexdigest() for i in range(12)]
+    image_rows = [
+        {"image_id": v, "canonical_id": v, "jurisdiction_tags": ["uk"] if i % 3 == 0 else []}
+        for i, v in enumerate(ids)
+    ]
+    merge_new_rows(spark, lake, "images", rows(spark, "images", image_rows), RunContext("ingest"))
+    append_faces(spark, lake, clustered_vectors(12, 8, seed=3), face_ids(12), image_ids=ids)
+    build_index(spark, config, RunContext("index-build"))
+    uk = {r["image_id"] for r in image_rows if r["jurisdiction_tags"]}
+    versions = latest_version(spark, lake, "images")
+
+    # Each run stops after one more step; the next resumes from the stored plan and goes one further.
+    for step in ("suppress", "delete", "index", "history", "landing"):
+        with pytest.raises(ErasureStepFailed):
+            run_erasure(spark, config, _uk("execute"), RunContext("erase"), fail_after=step)
+    done = run_erasure(spark, config, _uk("execute"), RunContext("erase"))
+    assert done.status == "completed" and done.verified and done.history_survival == 1.0
+    for version in range(versions + 1):
+        got = {r[0] for r in read_table(spark, lake, "images", version=version).select("image_id").collect()}
+        assert got in (set(), set(ids) - uk)  # the table's creation, then the one insert
+    assert {r[0] for r in read_table(spark, lake, "images").select("image_id").collect()} == set(ids) - uk
+    assert not {f for f in open_build(spark, lake).id_map["image_id"]} & uk
