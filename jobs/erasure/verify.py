@@ -29,8 +29,8 @@ from jobs.index.plan import faiss_id
 from jobs.lake.fs import arrow_uri, hadoop_path
 from jobs.lake.schemas import table_names
 from jobs.lake.tables import read_table, table_uri, url_sha256
-from jobs.quality.erasure_checks import table_versions, verify_erased
-from jobs.quality.runner import DATA_DOCS
+from jobs.quality.erasure_checks import check_erased, table_versions
+from jobs.quality.runner import DATA_DOCS, run_suite, write_results
 
 log = logging.getLogger("facelake")
 
@@ -724,8 +724,23 @@ def _scan_index(run: _Run, lake: str) -> None:
     """Every file of every build folder; FAISS files' stored ids against the erased faces' FAISS ids."""
     tree = _Tree(lake.rstrip("/") + "/" + INDEX_DIR)
     files = left = 0
-    unmapped: dict[str, np.ndarray] = {}
-    id_maps: dict[str, np.ndarray] = {}
+    # Stored ids of an index file and its id map, compared as soon as both were read (sorted listing:
+    # a shard's .faiss comes just before its .ids.parquet), so at most one shard's ids are held.
+    pending: dict[str, dict[str, np.ndarray]] = {}
+
+    def compare(stem: str, key: str, ids: np.ndarray) -> None:
+        both = pending.setdefault(stem, {})
+        both[key] = ids
+        if len(both) == 2:
+            del pending[stem]
+            extra = int((~np.isin(both["index"], both["map"])).sum())
+            if extra:
+                run.check(
+                    f"index ids {INDEX_DIR}/{stem}.faiss",
+                    False,
+                    f"{extra} stored vectors have no entry in the id map (they could be erased faces)",
+                )
+
     for item in tree.files():
         path = f"{INDEX_DIR}/{item.rel}"
         files += 1
@@ -741,9 +756,9 @@ def _scan_index(run: _Run, lake: str) -> None:
                     if hits:
                         found.counts["face_id"] += hits
                         found.columns.add("stored ids")
-                    unmapped[item.rel[: -len(".faiss")]] = ids
+                    compare(item.rel[: -len(".faiss")], "index", ids)
             elif item.rel.endswith(".ids.parquet") and found.parquet:
-                id_maps[item.rel[: -len(".ids.parquet")]] = _id_map_ids(item)
+                compare(item.rel[: -len(".ids.parquet")], "map", _id_map_ids(item))
         except OSError as exc:
             run.check(f"read {path}", False, f"could not be read ({type(exc).__name__})")
             continue
@@ -755,15 +770,6 @@ def _scan_index(run: _Run, lake: str) -> None:
         left += run.add("index", path, found.counts, _describe_found(role, found))
         if found.error:
             run.check(f"read {path}", False, found.error)
-    for stem, ids in sorted(unmapped.items()):
-        if stem in id_maps:
-            extra = int((~np.isin(ids, id_maps[stem])).sum())
-            if extra:
-                run.check(
-                    f"index ids {INDEX_DIR}/{stem}.faiss",
-                    False,
-                    f"{extra} stored vectors have no entry in the id map (they could be erased faces)",
-                )
     run.check("files:index", left == 0, f"{files} files scanned, {left} leftovers")
     if tree.links_skipped:
         run.check("files:index links", False, f"{tree.links_skipped} symbolic links not followed")
@@ -995,62 +1001,69 @@ def _marker_frames(spark: SparkSession, index: MarkerIndex, markers: Markers) ->
 def _check_rows(
     spark: SparkSession, lake: str, run: _Run, markers: Markers, context: RunContext, record: bool
 ) -> None:
-    """The ``rows:<table>`` checks: rows matching the markers at every readable version, per data table."""
+    """The ``rows:<table>`` checks: rows matching the markers at every readable version, per data table.
+
+    Each table's per-version counts are computed in Spark; the ``erased_selector`` expectations then run
+    once over all of them (one GX validation, one ``dq_results`` record), not once per table.
+    """
     frames = _marker_frames(spark, run.index, markers)
+    counted: list[tuple[str, int, int]] = []  # (table, version, matching rows)
+    spans: dict[str, tuple[list[int], int]] = {}
     for table, rules in ROW_RULES.items():
         if not _table_exists(spark, lake, table):
             continue
         try:
-            _check_table_rows(spark, lake, run, table, rules, frames, context, record)
-        except (
-            Exception
-        ) as exc:  # a damaged table must not stop the file scans; the error's text may hold paths
+            selector = row_selector(read_table(spark, lake, table).columns, rules, frames)
+            if selector is None:
+                run.check(f"rows:{table}", True, "no markers of the kinds this table is searched by")
+                continue
+            versions, unreadable = readable_versions(spark, lake, table)
+            spans[table] = (versions, unreadable)
+            for r in check_erased(spark, lake, table, selector, versions).collect():
+                counted.append((table, int(r["table_version"]), int(r["matching_rows"])))
+        except Exception as exc:  # a damaged table must not stop the file scans; its text may hold paths
             log.warning(
                 "erasure verification: rows of %s could not be checked (%s)", table, type(exc).__name__
             )
             run.check(f"rows:{table}", False, f"could not be checked ({type(exc).__name__})")
-
-
-def _check_table_rows(
-    spark: SparkSession,
-    lake: str,
-    run: _Run,
-    table: str,
-    rules: tuple[tuple[str, str], ...],
-    frames: dict[str, DataFrame],
-    context: RunContext,
-    record: bool,
-) -> None:
-    selector = row_selector(read_table(spark, lake, table).columns, rules, frames)
-    if selector is None:
-        run.check(f"rows:{table}", True, "no markers of the kinds this table is searched by")
+            spans.pop(table, None)
+    if not spans:
         return
-    versions, unreadable = readable_versions(spark, lake, table)
-    report = verify_erased(
+    all_versions = sorted({v for versions, _ in spans.values() for v in versions})
+    counts = spark.createDataFrame(
+        [(v, n) for t, v, n in counted if t in spans], "table_version long, matching_rows long"
+    )
+    report = run_suite(
         spark,
-        table,
-        selector,
+        counts,
+        "erased_selector",
         lake=lake,
         run=context,
-        versions=versions,
-        raise_on_failure=False,
-        record=record,
+        table_name="all data tables",
+        table_version=None,
+        parameters={"versions_checked": all_versions},
+        data_docs=record,
     )
-    rows, holding = 0, []
-    for outcome in report.outcomes:
-        if outcome.expectation_type == "expect_column_sum_to_be_between":
-            rows = int(outcome.observed_value or 0)
-            holding = [str(v) for v in outcome.example_ids]
-    span = _span(versions)
-    if rows:
-        detail = f"versions {', '.join(holding)} (of {span})"
-        run.add(table, f"{TABLES_DIR}/{table}", Counter(rows=rows), detail)
-    skipped = f", {unreadable} unreadable versions skipped" if unreadable else ""
-    run.check(
-        f"rows:{table}",
-        report.success,
-        f"versions {span} checked{skipped}, {rows} matching rows summed over versions",
-    )
+    if record:
+        write_results(spark, lake, [report], context)
+    run.check("expectations:erased_selector", report.success, f"{len(spans)} tables, {len(counted)} versions")
+    for table, (versions, unreadable) in spans.items():
+        holding = sorted(v for t, v, n in counted if t == table and n)
+        rows = sum(n for t, _, n in counted if t == table)
+        span = _span(versions)
+        if rows:
+            run.add(
+                table,
+                f"{TABLES_DIR}/{table}",
+                Counter(rows=rows),
+                f"versions {', '.join(map(str, holding))} (of {span})",
+            )
+        skipped = f", {unreadable} unreadable versions skipped" if unreadable else ""
+        run.check(
+            f"rows:{table}",
+            rows == 0,
+            f"versions {span} checked{skipped}, {rows} matching rows summed over versions",
+        )
 
 
 def _span(versions: list[int]) -> str:

@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.core.config import FacelakeConfig, add_config_arguments, command_main
-from jobs.core.runs import RunContext, start_run
+from jobs.core.runs import RunContext, log, start_run
 from jobs.index import mechanics
 from jobs.index.plan import (
     FAISS_ID_HEX,
@@ -42,7 +42,7 @@ from jobs.index.plan import (
 )
 from jobs.index.registry import BuildRecord, current_build, find_build, prune, publish
 from jobs.index.store import MANIFEST, BuildStore, IndexIntegrityError
-from jobs.lake.tables import pin_read_versions, read_table
+from jobs.lake.tables import ensure_table, pin_read_versions, read_table
 
 TEMPLATE = "template.faiss"
 REPORT = "report.html"
@@ -422,7 +422,21 @@ def _fill_and_publish(
         "pruned_at": None,
         "run_id": run.run_id,
     }
+    if held := erased_faces_held(spark, config.lake, store, build_id, shards):
+        store.delete_dir(build_id)
+        raise ErasedDuringBuildError(
+            f"index build {build_id[:12]} holds {len(held)} face(s) of content an erasure suppressed while it "
+            "ran; not published (run the build again)"
+        )
     publish(spark, config.lake, row, run, publish_gate(spark, config, run))
+    if held := erased_faces_held(spark, config.lake, store, build_id, shards):
+        # An erasure completed between the check above and the publishing commit: clean the build now.
+        from jobs.index.purge import remove_faces
+
+        log.warning(
+            "index build %s: an erasure ran while it published; removing %d face(s)", build_id[:12], len(held)
+        )
+        remove_faces(spark, config.lake, held, run)
     run.progress(
         "index build %s published: %d vectors in %d shard(s), %s, recall@10 %s, %s",
         build_id[:12],
@@ -535,6 +549,39 @@ def build_index(
         query_ids=query_ids,
         queries=queries,
     )
+
+
+class ErasedDuringBuildError(RuntimeError):
+    """An erasure suppressed images this build indexed after the build read ``faces``: it is not published."""
+
+
+def erased_faces_held(
+    spark: SparkSession, lake: str, store: BuildStore, build_id: str, shards: list[dict[str, Any]]
+) -> list[str]:
+    """Face ids the build's shards hold of content the suppression list names now.
+
+    The build read ``faces`` at a pinned version; an erasure that ran since then removed those faces
+    from every version of the table, but not from shards already written.
+    """
+    import pandas as pd
+
+    ensure_table(spark, lake, "suppression")
+    suppressed = {
+        r[0]
+        for r in read_table(spark, lake, "suppression")
+        .where(F.col("kind") == "sha256")
+        .select("value")
+        .collect()
+    }
+    if not suppressed:
+        return []
+    held: list[str] = []
+    for entry in shards:
+        id_map = pd.read_parquet(
+            io.BytesIO(store.read_bytes(f"{build_id}/{entry['ids_file']}")), columns=["face_id", "image_id"]
+        )
+        held += id_map.loc[id_map["image_id"].isin(suppressed), "face_id"].tolist()
+    return held
 
 
 def config_queries(n_vectors: int) -> int:

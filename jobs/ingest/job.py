@@ -40,10 +40,12 @@ from jobs.ingest.dedupe import (
     tag_groups,
     verify_candidates,
 )
-from jobs.ingest.suppression import load_suppression, without_suppressed_hosts
+from jobs.ingest.suppression import load_suppression, not_suppressed_now, without_suppressed_hosts
+from jobs.lake.schemas import table_spec
 from jobs.lake.tables import (
     ensure_table,
     init_lake,
+    latest_version,
     merge_new_rows,
     only_new,
     pin_read_versions,
@@ -98,6 +100,10 @@ _DECODED = T.StructType(
 # Decoded rows are yielded in chunks of about this many image bytes, so a batch of paths never
 # holds more than that in a Python worker, whatever Arrow's records-per-batch setting.
 DECODE_CHUNK_BYTES = 64 << 20
+
+
+class RacedErasureError(RuntimeError):
+    """Rows this run wrote match suppression entries an erasure added while it wrote them."""
 
 
 class InjectedFailure(RuntimeError):
@@ -315,11 +321,13 @@ def ingest_drop(
     *,
     fail_after: str | None = None,
     gate: Callable[..., object] | None = None,
+    after_write: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Ingest one crawl drop into the lake. Idempotent: the same drop again changes no data.
 
     ``fail_after`` names a table in ``WRITE_ORDER``; the run raises ``InjectedFailure`` right
-    after writing it (crash-recovery tests). ``gate(suite, rows, references=None)`` validates each
+    after writing it (crash-recovery tests). ``after_write(table)`` is called after each table's
+    commit (race tests run an erasure there, between two commits of this run). ``gate(suite, rows, references=None)`` validates each
     table's rows before anything is written; by default the expectations gate
     (``jobs.quality.gate.publish_gate``).
     """
@@ -330,7 +338,7 @@ def ingest_drop(
         return frame
 
     try:
-        return _ingest(spark, config, run, persist, fail_after=fail_after, gate=gate)
+        return _ingest(spark, config, run, persist, fail_after=fail_after, gate=gate, after_write=after_write)
     finally:
         # Also on failure: a long-lived session (tests, notebooks) must not keep image bytes cached.
         for frame in cached:
@@ -345,6 +353,7 @@ def _ingest(
     *,
     fail_after: str | None,
     gate: Callable[..., object] | None,
+    after_write: Callable[[str], None] | None = None,
 ) -> IngestReport:
     if not config.drop:
         raise ValueError("no drop given: pass --drop DIR (or set FACELAKE_DROP)")
@@ -561,16 +570,29 @@ def _ingest(
     gate("crawl_manifest", publish["crawl_manifest"])
     gate("quarantine", publish["quarantine"])
 
-    # 9. Writes, sources first.
+    # 9. Writes, sources first; each checked against the suppression list as it is now (an erasure may
+    # have run since this run read it).
+    suppression_version = latest_version(spark, config.lake, "suppression")
+
+    def fresh(name: str) -> DataFrame:
+        rows = not_suppressed_now(spark, config.lake, publish[name])
+        if name == "crawl_manifest":  # a line names its content by path only: match it through its file
+            named = not_suppressed_now(spark, config.lake, good.select("line_no", "image_id"))
+            erased_lines = good.select("line_no").exceptAll(named.select("line_no"))
+            rows = rows.join(erased_lines, "line_no", "left_anti")
+        return rows
+
     def step(name: str, inserted: int) -> None:
         report.inserted[name] = inserted
         run.progress("%s: %d row(s) written", name, inserted)
         if fail_after == name:
             raise InjectedFailure(f"stopped on purpose after writing {name}")
+        if after_write is not None:
+            after_write(name)
 
     step(
         "image_sources",
-        merge_new_rows(spark, config.lake, "image_sources", publish["image_sources"], run, already_new=True),
+        merge_new_rows(spark, config.lake, "image_sources", fresh("image_sources"), run, already_new=True),
     )
     step(
         "images",
@@ -578,26 +600,38 @@ def _ingest(
             spark,
             config.lake,
             "images",
-            publish["images"],
+            fresh("images"),
             update_columns=("jurisdiction_tags", "policy_version"),
             run=run,
         ),
     )
     step(
         "image_links",
-        merge_new_rows(spark, config.lake, "image_links", publish["image_links"], run, already_new=True),
+        merge_new_rows(spark, config.lake, "image_links", fresh("image_links"), run, already_new=True),
     )
     step(
         "crawl_manifest",
-        merge_new_rows(
-            spark, config.lake, "crawl_manifest", publish["crawl_manifest"], run, already_new=True
-        ),
+        merge_new_rows(spark, config.lake, "crawl_manifest", fresh("crawl_manifest"), run, already_new=True),
     )
     step(
         "quarantine",
-        merge_new_rows(spark, config.lake, "quarantine", publish["quarantine"], run, already_new=True),
+        merge_new_rows(spark, config.lake, "quarantine", fresh("quarantine"), run, already_new=True),
     )
 
+    if latest_version(spark, config.lake, "suppression") != suppression_version:
+        # An erasure committed while this run was writing: anything of it written anyway is reported.
+        leaked = 0
+        for name, rows in publish.items():
+            key = list(table_spec(name).key)
+            written = not_suppressed_now(spark, config.lake, rows, suppression_version).join(
+                read_table(spark, config.lake, name).select(*key), key, "left_semi"
+            )
+            leaked += written.count() - not_suppressed_now(spark, config.lake, written).count()
+        if leaked:
+            raise RacedErasureError(
+                f"ingest of drop {drop_id}: {leaked} row(s) written while an erasure ran match its suppression "
+                "list; rerun the erasure (it erases them again) before the next ingest"
+            )
     log.debug("images table %s", images_uri)
     return report
 

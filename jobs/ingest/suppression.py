@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.lake.tables import ensure_table, host_sha256, host_suffixes, read_table
+from jobs.lake.tables import ensure_table, host_sha256, host_suffixes, read_table, url_sha256
 
 
 @dataclass
@@ -54,3 +54,28 @@ def without_suppressed_hosts(lines: DataFrame, hosts: DataFrame, columns: tuple[
     digests = suffixes.select("line_no", host_sha256(F.col("host_suffix")).alias("host_sha256"))
     hit = digests.join(hosts, "host_sha256", "left_semi").select("line_no").distinct()
     return lines.join(hit, "line_no", "left_anti")
+
+
+def not_suppressed_now(
+    spark: SparkSession, lake: str, rows: DataFrame, version: int | None = None
+) -> DataFrame:
+    """``rows`` minus those the suppression list names at its **latest** version (content, URL).
+
+    A run filters with the list as it was when the run started; an erasure that ran meanwhile added
+    entries since. Checked again just before each write, so a run that started before an erasure cannot
+    write erased content back (the erasure's fence and settle step close what is left of the window).
+    ``version``: the list at that version instead of the latest.
+    """
+    table = read_table(spark, lake, "suppression", version=version).select("kind", "value")
+    content = table.where(F.col("kind") == "sha256").select("value")
+    for column in ("image_id", "other_image_id", "file_sha256"):
+        if column in rows.columns:
+            rows = rows.join(content.withColumnRenamed("value", column), column, "left_anti")
+    if "source_url" in rows.columns:
+        urls = table.where(F.col("kind") == "url_sha256").select(F.col("value").alias("_url_sha256"))
+        rows = (
+            rows.withColumn("_url_sha256", url_sha256(F.col("source_url")))
+            .join(urls, "_url_sha256", "left_anti")
+            .drop("_url_sha256")
+        )
+    return rows

@@ -45,6 +45,7 @@ def lake_before(
     generate_sample_drop(original, n=60, seed=11)
     landing = root / "landing"
     shutil.copytree(original, landing)
+    (landing / "answer_key.json").unlink()  # test tooling, not part of a crawl drop
     limits = json.loads((original / "answer_key.json").read_text())["limits"]
     config = spark_config.replace(
         lake=str(root / "lake"),
