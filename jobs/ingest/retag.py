@@ -148,7 +148,7 @@ def _check(
         ]
     )
     # Packs of another dimension need their own parameter, hence their own gate (rare: while packs
-    # are switched). dq_results keeps one result per run and suite, so it records the first only.
+    # are switched); dq_results records each of these validations (its key has a validation id).
     for other_dim, frame in faces_by_dim[1:]:
         publish_gate(spark, config, run, embedding_dim=other_dim)("faces", frame)
 

@@ -184,3 +184,87 @@ def test_an_erasure_interrupted_after_each_step_finishes_on_rerun(
         assert got in (set(), set(ids) - uk)  # the table's creation, then the one insert
     assert {r[0] for r in read_table(spark, lake, "images").select("image_id").collect()} == set(ids) - uk
     assert not {f for f in open_build(spark, lake).id_map["image_id"]} & uk
+
+
+def test_a_domain_erasure_reaches_sources_pages_and_quarantined_lines_of_its_subdomains(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path: Path
+) -> None:
+    import hashlib
+
+    from lakedata import rows
+
+    from jobs.core.ids import host_digest
+    from jobs.lake.tables import merge_new_rows
+
+    config = spark_config.replace(lake=str(tmp_path / "lake"))
+    lake = config.lake
+    ids = [hashlib.sha256(f"photo {i}".encode()).hexdigest() for i in range(4)]
+    hosts = ["img.shop.example.co.uk", "other.org", "other.org", "evil-example.co.uk"]
+    pages = ["https://other.org/p", "https://shop.example.co.uk/p", "https://other.org/q", "https://x.org/"]
+    images = [{"image_id": i, "canonical_id": i, "phash": f"{n:016x}"} for n, i in enumerate(ids)]
+    sources = [
+        {
+            "source_id": f"s{n}",
+            "image_id": i,
+            "source_url": f"https://{h}/{n}.jpg",
+            "source_host": h,
+            "page_url": p,
+            "page_host": p.split("/")[2],
+            "drop_id": "d1",
+            "line_no": n + 1,
+        }
+        for n, (i, h, p) in enumerate(zip(ids, hosts, pages, strict=True))
+    ]
+    manifest = [
+        {"drop_id": "d1", "line_no": s["line_no"], "source_url": s["source_url"], "page_url": s["page_url"]}
+        for s in sources
+    ]
+    quarantine = [
+        {
+            "quarantine_id": "q-hit",
+            "drop_id": "d1",
+            "line_no": 9,
+            "source_url": "https://a.example.co.uk/x.jpg",
+        },
+        {
+            "quarantine_id": "q-page",
+            "drop_id": "d1",
+            "line_no": 10,
+            "source_url": "https://z.org/y.jpg",
+            "raw_line": '{"page_url": "https://example.co.uk/page"}',
+        },
+        {
+            "quarantine_id": "q-kept",
+            "drop_id": "d1",
+            "line_no": 11,
+            "source_url": "https://notexample.co.uk/z.jpg",
+        },
+    ]
+    run = RunContext("ingest")
+    for name, items in (
+        ("images", images),
+        ("image_sources", sources),
+        ("crawl_manifest", manifest),
+        ("quarantine", quarantine),
+    ):
+        merge_new_rows(spark, lake, name, rows(spark, name, items), run)
+
+    request = build_request(
+        "source_domain", ["EXAMPLE.co.uk"], mode="dry_run", ticket="D-1", requested_by="dpo"
+    )
+    dry = run_erasure(spark, config, request, RunContext("erase"))
+    assert dry.counts["images"] == 2 and dry.counts["image_sources"] == 2
+    assert dry.counts["quarantine"] == 2 and dry.counts["crawl_manifest"] == 2
+
+    executed = build_request(
+        "source_domain", ["example.co.uk"], mode="execute", ticket="D-1", requested_by="dpo"
+    )
+    done = run_erasure(spark, config, executed, RunContext("erase"))
+    assert done.verified and done.history_survival == 1.0
+    left = {r[0] for r in read_table(spark, lake, "images").select("image_id").collect()}
+    assert left == {ids[2], ids[3]}  # evil-example.co.uk is not under example.co.uk
+    kept = {r[0] for r in read_table(spark, lake, "quarantine").select("quarantine_id").collect()}
+    assert kept == {"q-kept"}
+    suppressed = {(r["kind"], r["value"]) for r in read_table(spark, lake, "suppression").collect()}
+    assert ("host", host_digest("example.co.uk")) in suppressed
+    assert not any("example" in value for _, value in suppressed)  # hashes only
