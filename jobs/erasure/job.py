@@ -846,8 +846,9 @@ def request_from_args(args: argparse.Namespace) -> ErasureRequest:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``facelake erase``; exit 0 done (dry run planned, or executed and verified), 2 bad request,
-    3 verification failed (something remains: the report and the error say where)."""
+    """Run ``facelake erase``; exit 0 done (dry run planned, or executed and verified), 2 bad request or
+    subject photo, 3 verification failed (something remains: the report and the error say where),
+    4 face matching needed but no usable index build (run ``facelake index build``)."""
     from jobs.lake.session import get_spark
 
     try:
@@ -858,12 +859,20 @@ def run(args: argparse.Namespace) -> int:
     config, run_ctx = start_run(args, "erase")
     spark = get_spark(config, "facelake-erase")
     from jobs.erasure.verify import ErasureVerificationError
+    from jobs.index.registry import NoIndexBuildError
+    from jobs.index.search import QueryImageError, SearchRefusedError
 
     try:
         outcome = run_erasure(spark, config, request, run_ctx)
     except ErasureVerificationError as exc:
         print(f"facelake erase: verification failed: {exc}", file=sys.stderr)
         return 3
+    except QueryImageError as exc:  # the subject photo: no face, or unreadable
+        print(f"facelake erase: subject photo refused: {exc}", file=sys.stderr)
+        return 2
+    except (NoIndexBuildError, SearchRefusedError) as exc:
+        print(f"facelake erase: needs a usable index build for face matching: {exc}", file=sys.stderr)
+        return 4
     print(outcome.headline())
     for m in outcome.expansion:
         print(

@@ -11,6 +11,7 @@ the stored embeddings; those are kept apart, with their scores, so a dry run sho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -19,6 +20,9 @@ from pyspark.sql import functions as F
 from jobs.core.config import FacelakeConfig
 from jobs.erasure.request import ErasureRequest
 from jobs.lake.tables import ensure_table, host_suffixes, read_table
+
+if TYPE_CHECKING:
+    from jobs.index.search import LoadedBuild
 
 
 @dataclass
@@ -131,18 +135,50 @@ def confirm_matches(
     )
 
 
-def _search(
-    spark: SparkSession, config: FacelakeConfig, queries: np.ndarray, threshold: float
-) -> list[FaceMatch]:
-    from jobs.index.search import open_build
+# Compressed codes (SQ8, PQ) misestimate a cosine by a few hundredths: keep widening the search while the
+# last neighbour the index returned is within this much of the threshold.
+SCORE_SLACK = 0.05
 
+
+def _held_out_faces(spark: SparkSession, lake: str, build: LoadedBuild) -> list[tuple[str, str]]:
+    """(face_id, image_id) of the build's pack that its shards do not hold: embedded after it was built."""
+    import pandas as pd
+
+    ids = build.id_map["face_id"].astype(str).tolist() if "face_id" in build.id_map.columns else []
+    held = spark.createDataFrame(pd.DataFrame({"face_id": ids}, dtype="object"), "face_id string")
+    newer = (
+        read_table(spark, lake, "faces")
+        .where(F.col("pack_id") == build.record.pack_id)
+        .select("face_id", "image_id")
+        .join(held, "face_id", "left_anti")
+        .collect()
+    )
+    return [(r["face_id"], r["image_id"]) for r in newer]
+
+
+def _search(
+    spark: SparkSession, config: FacelakeConfig, build: LoadedBuild, queries: np.ndarray, threshold: float
+) -> list[FaceMatch]:
+    """Faces matching any query: the build proposes, ``confirm_matches`` decides.
+
+    The build is searched for ``erasure_search_k`` neighbours per query, doubled until every query's
+    last neighbour scores below the threshold (less ``SCORE_SLACK``) or the build is exhausted, so a
+    face with more matches than k loses none. Faces of the pack embedded after the build are not in it:
+    each of them is a candidate too.
+    """
     if len(queries) == 0:
         return []
-    build = open_build(spark, config.lake)
-    k = max(1, min(config.erasure_search_k, build.record.n_vectors or 1))
-    _, ids = build.search(queries.astype(np.float32), k)
+    queries = queries.astype(np.float32)
+    total = sum(int(shard.ntotal) for shard in build.shards)
+    k = max(1, min(config.erasure_search_k, total))
+    while True:
+        scores, ids = build.search(queries, k)
+        if k >= total or not bool((scores[:, -1] >= threshold - SCORE_SLACK).any()):
+            break
+        k = min(2 * k, total)
     found = [f for f in build.faces_of(np.unique(ids[ids >= 0])) if f is not None]
-    return confirm_matches(spark, config.lake, queries, [(face, image) for face, image in found], threshold)
+    candidates = found + _held_out_faces(spark, config.lake, build)
+    return confirm_matches(spark, config.lake, queries, candidates, threshold)
 
 
 def subject_matches(
@@ -153,27 +189,37 @@ def subject_matches(
 
     build = open_build(spark, config.lake)
     faces = embed_query(config, photo, build)
-    return _search(spark, config, np.stack([v for _, v in faces]), threshold)
+    return _search(spark, config, build, np.stack([v for _, v in faces]), threshold)
 
 
 def expansion_matches(
     spark: SparkSession, config: FacelakeConfig, image_ids: set[str], threshold: float
 ) -> list[FaceMatch]:
-    """Faces of other images matching a face of ``image_ids`` (re-posts, crops, the same person lower down)."""
+    """Faces of other images matching a face of ``image_ids`` (re-posts, crops, the same person lower down).
+
+    The queries are the selected images' faces of the current build's pack: another pack's vectors lie
+    in another space (while a lake switches packs, both packs' faces are there).
+    """
     if not image_ids:
         return []
+    from jobs.index.search import open_build
+
     ensure_table(spark, config.lake, "faces")
     seeds = spark.createDataFrame([(i,) for i in sorted(image_ids)], "image_id string")
     rows = (
         read_table(spark, config.lake, "faces")
         .join(seeds, "image_id", "left_semi")
-        .select("embedding")
+        .select("pack_id", "embedding")
         .collect()
     )
     if not rows:
         return []
-    queries = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-    return [m for m in _search(spark, config, queries, threshold) if m.image_id not in image_ids]
+    build = open_build(spark, config.lake)
+    vectors = [r["embedding"] for r in rows if r["pack_id"] == build.record.pack_id]
+    if not vectors:
+        return []
+    queries = np.asarray(vectors, dtype=np.float32)
+    return [m for m in _search(spark, config, build, queries, threshold) if m.image_id not in image_ids]
 
 
 def select(spark: SparkSession, config: FacelakeConfig, request: ErasureRequest) -> Selection:
