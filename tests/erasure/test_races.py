@@ -22,7 +22,7 @@ from jobs.index.registry import current_build
 from jobs.index.search import open_build
 from jobs.ingest.job import ingest_drop
 from jobs.lake.tables import read_table
-from jobs.quality.gate import publish_gate
+from jobs.quality.gate import QualityGateError, publish_gate
 from jobs.testdata.sample_drop import generate_sample_drop
 
 TABLES = ("images", "image_sources", "faces", "face_status")
@@ -153,8 +153,12 @@ def test_ingest_embed_and_index_racing_an_erasure_bring_nothing_back(
             gates.append(publish_gate(spark, base, RunContext("embed"), embedding_dim=dim))
         return gates[0](suite, rows, references, **kw)
 
-    embed(spark, base, RunContext("embed"), gate=erase_before_faces)
+    # The gate sees faces of images erased meanwhile (image gone, content suppressed) and refuses them all.
+    with pytest.raises(QualityGateError, match="image_exists"):
+        embed(spark, base, RunContext("embed"), gate=erase_before_faces)
     erased |= _erased_ids(spark, lake, at_embed[0].erasure_id)
+    assert _uk_left(spark, lake, erased) == dict.fromkeys(TABLES, 0)
+    embed(spark, base, RunContext("embed"))  # its retry publishes the rest
     assert _uk_left(spark, lake, erased) == dict.fromkeys(TABLES, 0)
 
     # 4. An index build: the erasure runs while the build publishes (inside its registry gate).
