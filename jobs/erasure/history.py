@@ -258,6 +258,10 @@ class TableFolder:
         target = self.full(relpath)
         if self.fs.get_file_info(target).type != fs.FileType.NotFound:
             self.fs.delete_file(target)
+        if self.local:  # Hadoop's ".<name>.crc" sidecar goes with its file
+            sidecar = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.crc")
+            if self.fs.get_file_info(sidecar).type != fs.FileType.NotFound:
+                self.fs.delete_file(sidecar)
 
 
 def _is_data_file(relpath: str) -> bool:
@@ -501,10 +505,6 @@ def rewrite_history(
     # 4. Only now that no log file names them: delete the old files (and Hadoop's checksum sidecars).
     for change in result.rewrites:
         folder.delete(change.path)
-        head, name = posixpath.split(change.path)
-        sidecar = posixpath.join(head, f".{name}.crc")
-        if sidecar in listing:
-            folder.delete(sidecar)
     if result.rewrites or log_changed:
         log.info(
             "erasure %s: %s history: %d of %d files rewritten, %d deleted, %d log files rewritten",

@@ -86,8 +86,11 @@ def test_every_version_reads_its_rows_minus_the_erased_and_a_rerun_changes_nothi
     assert changes.load(str(path)).where("id IN ('id20', 'id40', 'id41')").count() == 0
     assert surviving_rows(str(path), RULE) == expected_survivors  # history survival 1.00
     # Commit files keep their modification times: timestamp time travel is unchanged.
-    assert {p.name: p.stat().st_mtime for p in log.glob("*.json")} == mtimes
-    assert not list(log.glob("*.crc"))
+    after = {p.name: p.stat().st_mtime for p in log.glob("*.json")}
+    assert after.keys() == mtimes.keys() and all(abs(after[n] - t) < 1e-3 for n, t in mtimes.items())
+    assert not [
+        p for p in log.glob("*.crc") if not p.name.startswith(".")
+    ]  # Delta's (Hadoop's sidecars stay)
     for file in path.rglob("*"):
         if file.is_file() and not file.name.endswith(".crc"):
             data = file.read_bytes()
@@ -99,7 +102,7 @@ def test_every_version_reads_its_rows_minus_the_erased_and_a_rerun_changes_nothi
     spark.createDataFrame(
         [("id99", 1, None, None, None)], spark.read.format("delta").load(str(path)).schema
     ).write.format("delta").mode("append").save(str(path))
-    assert spark.read.format("delta").load(str(path)).count() == 10
+    assert spark.read.format("delta").load(str(path)).count() == 9  # 15 - 5 deleted (v = 1) - 2 erased + 1
 
 
 def test_an_orphan_file_holding_erased_rows_is_deleted(spark: SparkSession, tmp_path: Path) -> None:
