@@ -149,13 +149,16 @@ def test_ingest_embed_and_index_racing_an_erasure_bring_nothing_back(
     def erase_before_faces(suite: str, rows, references=None, **kw):  # noqa: ANN001
         if not at_embed:
             at_embed.append(_erase(spark, base, "RACE-EMBED"))
-            dim = rows.select("embedding_dim").first()[0]  # faces are gated first
+            first = rows.select("embedding_dim").first()  # faces are gated first
+            dim = first[0] if first else 512
             gates.append(publish_gate(spark, base, RunContext("embed"), embedding_dim=dim))
         return gates[0](suite, rows, references, **kw)
 
-    # The gate sees faces of images erased meanwhile (image gone, content suppressed) and refuses them all.
-    with pytest.raises(QualityGateError, match="image_exists"):
+    # The gate sees faces of images erased meanwhile (image gone, content suppressed) and refuses them all,
+    # or (no face of an erased image in this batch) the run publishes: either way nothing erased is written.
+    with contextlib.suppress(QualityGateError):
         embed(spark, base, RunContext("embed"), gate=erase_before_faces)
+    assert at_embed, "the erasure ran inside embed's gate"
     erased |= _erased_ids(spark, lake, at_embed[0].erasure_id)
     assert _uk_left(spark, lake, erased) == dict.fromkeys(TABLES, 0)
     embed(spark, base, RunContext("embed"))  # its retry publishes the rest
