@@ -20,6 +20,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.index_scale",
         "FAISS index build at 100k/1M: jobs.index mechanics vs autofaiss build_index (same vectors, budget)",
     ),
+    "erasure_scale": (
+        "benchmarks.erasure_scale",
+        "erasure at 10k/100k/1M faces: run_erasure vs DELETE + VACUUM RETAIN 0 (time, bytes, history survival)",
+    ),
 }
 
 
