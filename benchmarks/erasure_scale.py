@@ -419,8 +419,8 @@ def erased_sets(base: BaseLake, args: argparse.Namespace) -> list[Erased]:
     ids = pq.read_table(base.ids_file)
     lines = pq.read_table(base.lines_file)
     uk = ids.filter(ids.column("uk")).column("image_id").combine_chunks()
-    out = [Erased("jurisdiction uk", uk, _lines_of(lines, uk))]
-    if args.hash_erasure and base.fraction <= 0.01 + 1e-9:
+    out = [Erased("jurisdiction uk", uk, _lines_of(lines, uk))] if "jurisdiction" in args.selectors else []
+    if "hashes" in args.selectors and base.fraction <= 0.01 + 1e-9:
         rng = np.random.default_rng([args.seed, base.n, 7])
         pick = rng.choice(ids.num_rows, round(ids.num_rows * 0.01), replace=False)
         chosen = ids.column("image_id").take(pa.array(np.sort(pick))).combine_chunks()
@@ -848,10 +848,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="comma-separated: facelake (run_erasure), naive (DELETE+VACUUM)",
     )
     parser.add_argument(
-        "--no-hash-erasure",
-        dest="hash_erasure",
-        action="store_false",
-        help="skip the image_hashes erasure of a random 1%% of images (run on the 1%% lakes)",
+        "--selectors",
+        default="jurisdiction,hashes",
+        help="comma-separated: jurisdiction (uk), hashes (image_hashes of a random 1%% of images, on 1%% lakes)",
     )
     parser.add_argument(
         "--skip-verify",
@@ -869,6 +868,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     args.methods = [m for m in args.methods.split(",") if m]
+    args.selectors = [m for m in args.selectors.split(",") if m]
     return args
 
 
@@ -913,6 +913,9 @@ def main(argv: list[str]) -> int:
                     summary = summarise(n, fraction, erased, shares, method, result)
                     rows.append(summary)
                     details.append({"summary": summary, "shares": shares, "result": result})
+                    # A run killed later (shared machine) keeps the cases finished so far.
+                    partial = {**info, "lakes": lakes, "rows": rows, "details": details}
+                    (args.out / "partial.json").write_text(json.dumps(partial, indent=2, default=str) + "\n")
                     print(
                         f"[bench] {summary['method']}: {summary['wall_s']} s, written {fmt_bytes(summary['data_bytes_written'])}, "
                         f"survival {summary['survival_outcome']} / {summary['survival_spark']}, "
