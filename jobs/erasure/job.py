@@ -9,13 +9,16 @@ Steps of an executed request, each idempotent so a rerun after a failure at any 
    table before the erasure cannot commit to it afterwards (Delta fails it as a concurrent update);
 3. delete — one MERGE per table deletes the rows at the current version (keys come from a DataFrame,
    so no id appears in Delta's operation parameters);
-4. index — every retained FAISS build holding an erased face is replaced by a clean copy;
-5. history — every data and change-data file of every version is rewritten without the erased rows
+4. history — every data and change-data file of every version is rewritten without the erased rows
    (``jobs.erasure.history``), Data Docs redacted;
-6. landing — erased image files deleted and the manifest lines naming them blanked in drops still present;
+5. landing — erased image files deleted and the manifest lines naming them blanked in drops still present;
+6. index — every retained FAISS build holding an erased face is replaced by a clean copy;
 7. settle — rows a racing job committed meanwhile are erased the same way;
 8. verify — ``jobs.erasure.verify`` scans every file, build, landing file and version independently;
 9. audit — the ``erasure_audit`` row and the HTML report: ids, hashes and counts only.
+
+The erasure DAG runs them grouped as plan, erase (2-3), purge (4-5), index (6-7), verify, report — one
+call each with ``--until``; a call skips the steps its stored plan records as done.
 """
 
 from __future__ import annotations
@@ -59,7 +62,20 @@ from jobs.lake.tables import (
 )
 
 ERASURE_DIR = "_erasure"
-STEPS = ("plan", "suppress", "delete", "index", "history", "landing", "settle", "verify", "audit")
+STEPS = ("plan", "suppress", "delete", "history", "landing", "index", "settle", "verify", "audit")
+# The coarser steps an operator sees (the erasure DAG's tasks, ``--until``): each groups internal steps.
+DAG_STEPS = ("plan", "erase", "purge", "index", "verify", "report")
+DAG_STEP_OF = {
+    "plan": "plan",
+    "suppress": "erase",
+    "delete": "erase",
+    "history": "purge",
+    "landing": "purge",
+    "index": "index",
+    "settle": "index",
+    "verify": "verify",
+    "audit": "report",
+}
 IMAGE_TABLES = ("images", "image_sources", "faces", "face_status")
 ROW_TABLES = (*IMAGE_TABLES, "image_links", "crawl_manifest", "quarantine")
 SAMPLE = 5
@@ -94,6 +110,8 @@ class ErasurePlan:
         default_factory=dict
     )  # table -> version -> non-erased rows
     steps_done: list[str] = field(default_factory=list)
+    step_counts: dict[str, int] = field(default_factory=dict)  # what the steps done so far counted
+    verification: dict[str, Any] = field(default_factory=dict)  # checks, survival, rows_lost once passed
 
     def rules(self) -> dict[str, RowRule]:
         """Which rows of each table are erased, at every version."""
@@ -515,10 +533,28 @@ class ErasureOutcome:
     expansion: list[dict[str, Any]]
     samples: dict[str, list[str]]
     seconds: dict[str, float]
+    steps_done: list[str] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
         return all(passed for _, passed, _ in self.checks)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``--summary-json`` writes (the erasure DAG reads it): ids, counts and paths only."""
+        return {
+            "erasure_id": self.erasure_id,
+            "mode": self.mode,
+            "status": self.status,
+            "steps_done": list(self.steps_done),
+            "counts": {k: int(v) for k, v in sorted(self.counts.items())},
+            "history_survival": self.history_survival,
+            "verified": self.verified if self.checks else None,
+            "report_path": self.report_path,
+            "versions_before": dict(self.versions_before),
+            "versions_after": dict(self.versions_after),
+            "seconds": dict(self.seconds),
+            "headline": self.headline(),
+        }
 
     def headline(self) -> str:
         survival = "-" if self.history_survival is None else f"{self.history_survival:.4f}"
@@ -580,12 +616,17 @@ def run_erasure(
     run: RunContext,
     *,
     fail_after: str | None = None,
+    until: str | None = None,
 ) -> ErasureOutcome:
     """Run an erasure request end to end (dry run: plan and report only). See the module docstring.
 
     Rerunning a completed request re-verifies and changes nothing; rerunning an interrupted one
-    resumes from its stored plan. ``fail_after`` (tests) stops the run after the named step.
+    resumes from its stored plan, skipping the steps already done. ``until`` (one of ``DAG_STEPS``)
+    stops an execute run after that step with status ``in_progress``; the next call resumes (a dry run
+    is one step: it always plans and reports). ``fail_after`` (tests) raises after the named step.
     """
+    if until is not None and until not in DAG_STEPS:
+        raise ValueError(f"until must be one of {', '.join(DAG_STEPS)}")
     from jobs.erasure.report import write_report
     from jobs.erasure.verify import verify_erasure
 
@@ -663,64 +704,122 @@ def run_erasure(
         write_audit(spark, lake, request, outcome, run)
         return outcome
 
-    counts["suppression_added"] = suppress(spark, lake, plan, run)
-    state.done(plan, "suppress")
-    lap("suppress")
-    for name, n in delete_rows(spark, lake, plan, run).items():
-        counts[f"{name}.deleted"] = n
-    state.done(plan, "delete")
-    lap("delete")
+    def stop_here(step: str) -> bool:
+        """Whether ``--until`` ends this call after ``step`` (the last internal step of that DAG step)."""
+        if until is None or DAG_STEP_OF[step] != until:
+            return False
+        later = STEPS[STEPS.index(step) + 1 :]
+        return not later or DAG_STEP_OF[later[0]] != until
+
+    def in_progress(checks: list | None = None, survival: float | None = None) -> ErasureOutcome:
+        return ErasureOutcome(
+            request.erasure_id,
+            "execute",
+            "in_progress",
+            {**counts, **plan.step_counts},
+            plan.versions_before,
+            {name: latest_version(spark, lake, name) for name in ROW_TABLES},
+            survival,
+            checks or [],
+            "",
+            plan.subject,
+            plan.expansion,
+            {k: [] for k in samples},
+            seconds,
+            list(plan.steps_done),
+        )
+
+    if stop_here("plan"):
+        return in_progress()
     from jobs.index.purge import remove_faces
 
-    purged = remove_faces(spark, lake, plan.face_ids, run)
-    counts["index_builds_replaced"] = len(purged["builds_cleaned"])
-    counts["index_vectors_removed"] = int(purged["vectors_removed"])
-    state.done(plan, "index")
-    lap("index")
-    for name, rewrite in purge_history(spark, lake, plan).items():
-        for key, value in rewrite.counts().items():
-            counts[f"{name}.{key}"] = counts.get(f"{name}.{key}", 0) + value
-    counts["data_docs_redacted"] = redact_data_docs(lake, plan)
-    state.done(plan, "history")
-    lap("history")
-    counts.update(clean_landing(plan))
-    state.done(plan, "landing")
-    lap("landing")
-    counts["settle_rows_found"] = settle(spark, lake, plan, run)
-    lap("settle")
-    survival, lost = history_survival(lake, plan)
+    def do_index() -> dict[str, int]:
+        purged = remove_faces(spark, lake, plan.face_ids, run)
+        return {
+            "index_builds_replaced": len(purged["builds_cleaned"]),
+            "index_vectors_removed": int(purged["vectors_removed"]),
+        }
+
+    def do_history() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, rewrite in purge_history(spark, lake, plan).items():
+            for key, value in rewrite.counts().items():
+                out[f"{name}.{key}"] = out.get(f"{name}.{key}", 0) + value
+        out["data_docs_redacted"] = redact_data_docs(lake, plan)
+        return out
+
+    actions = {
+        "suppress": lambda: {"suppression_added": suppress(spark, lake, plan, run)},
+        "delete": lambda: {f"{n}.deleted": k for n, k in delete_rows(spark, lake, plan, run).items()},
+        "history": do_history,
+        "landing": lambda: clean_landing(plan),
+        "index": do_index,
+        "settle": lambda: {"settle_rows_found": settle(spark, lake, plan, run)},
+    }
+    for step, action in actions.items():
+        # A resumed run (a later DAG task, or a rerun after a failure) skips what is already done.
+        if step not in plan.steps_done:
+            for key, value in action().items():
+                plan.step_counts[key] = plan.step_counts.get(key, 0) + int(value)
+            state.done(plan, step)
+            lap(step)
+        if stop_here(step):
+            return in_progress()
+    counts.update(plan.step_counts)
+
+    if "verify" in plan.steps_done and plan.verification:
+        checks = [tuple(c) for c in plan.verification["checks"]]
+        survival, lost = plan.verification["survival"], plan.verification["rows_lost"]
+        verification = None
+    else:
+        survival, lost = history_survival(lake, plan)
+        verification = verify_erasure(
+            spark,
+            lake,
+            _markers(spark, lake, plan.erasure_id, plan),
+            run=run,
+            drops=plan.drop_uris,
+            raise_on_failure=False,
+        )
+        checks = list(verification.checks)
+        if verification.passed:
+            plan.verification = {"checks": checks, "survival": survival, "rows_lost": lost}
+            state.done(plan, "verify")
+        else:
+            # Something remains: the next run redoes every step (each is idempotent), then verifies again.
+            plan.steps_done = ["plan"]
+            plan.step_counts = {}
+            plan.verification = {}
+            state.save(plan)
     counts["history_rows_lost"] = lost
-    verification = verify_erasure(
-        spark,
-        lake,
-        _markers(spark, lake, plan.erasure_id, plan),
-        run=run,
-        drops=plan.drop_uris,
-        raise_on_failure=False,
-    )
     lap("verify")
+    failed = verification is not None and not verification.passed
+    if stop_here("verify") and not failed:
+        return in_progress(checks, survival)
     versions_after = {name: latest_version(spark, lake, name) for name in ROW_TABLES}
     outcome = ErasureOutcome(
         request.erasure_id,
         "execute",
-        "completed" if verification.passed else "failed",
+        "failed" if failed else "completed",
         counts,
         plan.versions_before,
         versions_after,
         survival,
-        verification.checks,
+        checks,
         "",
         plan.subject,
         plan.expansion,
         {k: [] for k in samples},
         seconds,
+        list(plan.steps_done),
     )
     outcome.report_path = write_report(lake, request, outcome)
     write_audit(spark, lake, request, outcome, run)
-    if verification.passed:
+    if not failed:
         state.forget()
     lap("audit")
-    _raise_unless_verified(outcome, verification)
+    if failed:
+        _raise_unless_verified(outcome, verification)
     return outcome
 
 
@@ -728,7 +827,9 @@ def _raise_unless_verified(outcome: ErasureOutcome, verification: Any) -> None:
     if not verification.passed:
         from jobs.erasure.verify import ErasureVerificationError
 
-        raise ErasureVerificationError(verification)
+        error = ErasureVerificationError(verification)
+        error.outcome = outcome  # the CLI still writes its summary (report path, counts)
+        raise error
 
 
 def _samples(plan: ErasurePlan) -> dict[str, list[str]]:
@@ -817,6 +918,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--subject-threshold", type=float, help="subject_photo: similarity for a match (default from config)"
     )
+    parser.add_argument(
+        "--until",
+        choices=DAG_STEPS,
+        help="execute: stop after this step (the erasure DAG runs one step per task); a later call resumes",
+    )
+    parser.add_argument(
+        "--summary-json",
+        help="also write the outcome (status, counts, survival, verification, report path) as JSON here",
+    )
     add_config_arguments(parser)
 
 
@@ -863,8 +973,11 @@ def run(args: argparse.Namespace) -> int:
     from jobs.index.search import QueryImageError, SearchRefusedError
 
     try:
-        outcome = run_erasure(spark, config, request, run_ctx)
+        outcome = run_erasure(spark, config, request, run_ctx, until=args.until)
     except ErasureVerificationError as exc:
+        failed = getattr(exc, "outcome", None)
+        if args.summary_json and failed is not None:
+            _write_summary(args.summary_json, failed)
         print(f"facelake erase: verification failed: {exc}", file=sys.stderr)
         return 3
     except QueryImageError as exc:  # the subject photo: no face, or unreadable
@@ -873,6 +986,8 @@ def run(args: argparse.Namespace) -> int:
     except (NoIndexBuildError, SearchRefusedError) as exc:
         print(f"facelake erase: needs a usable index build for face matching: {exc}", file=sys.stderr)
         return 4
+    if args.summary_json:
+        _write_summary(args.summary_json, outcome)
     print(outcome.headline())
     for m in outcome.expansion:
         print(
@@ -881,6 +996,10 @@ def run(args: argparse.Namespace) -> int:
     for m in outcome.subject:
         print(f"  subject match: image {m['image_id'][:12]} face {m['face_id'][:12]} score {m['score']:.4f}")
     return 0
+
+
+def _write_summary(path: str, outcome: ErasureOutcome) -> None:
+    Path(path).write_text(json.dumps(outcome.summary(), sort_keys=True) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

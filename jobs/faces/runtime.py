@@ -166,7 +166,9 @@ def load_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
 
 _CACHE: dict[tuple[Any, ...], LoadedPack] = {}
 _CACHE_LOCK = threading.Lock()
-_LOADS: dict[str, int] = {}  # pack_sha256 -> loads in this process
+# (pack_sha256, settings) -> loads in this process. Keyed by settings too: a reused Python worker that
+# ran an earlier job with other settings (threads, det_size) legitimately holds a second copy.
+_LOADS: dict[tuple[str, RuntimeSettings], int] = {}
 
 
 def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
@@ -177,7 +179,7 @@ def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
         if loaded is None:
             loaded = load_pack(pack, settings)
             _CACHE[key] = loaded
-            _LOADS[pack.pack_sha256] = _LOADS.get(pack.pack_sha256, 0) + 1
+            _LOADS[pack.pack_sha256, settings] = _LOADS.get((pack.pack_sha256, settings), 0) + 1
             log.info(
                 "loaded model pack %s in process %d (%s, %d thread(s))",
                 pack.pack_id,
@@ -188,9 +190,13 @@ def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
         return loaded
 
 
-def load_count(pack_sha256: str | None = None) -> int:
-    """How many times this process has loaded that pack (any pack when None); tests check it stays at one."""
-    return _LOADS.get(pack_sha256, 0) if pack_sha256 else sum(_LOADS.values())
+def load_count(pack_sha256: str | None = None, settings: RuntimeSettings | None = None) -> int:
+    """How many times this process loaded that pack with those settings (any, when None); tests check one."""
+    return sum(
+        n
+        for (sha, with_settings), n in _LOADS.items()
+        if pack_sha256 in (None, sha) and settings in (None, with_settings)
+    )
 
 
 _ALLOCATOR_TUNED = False

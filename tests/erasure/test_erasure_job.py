@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import FacelakeConfig
 from jobs.core.runs import RunContext
-from jobs.erasure.job import ErasureStepFailed, run_erasure
+from jobs.erasure.job import DAG_STEPS, STEPS, ErasureStepFailed, run_erasure
 from jobs.erasure.request import build_request
 from jobs.faces.embed import embed
 from jobs.index.build import build_index
@@ -149,9 +149,8 @@ def test_uk_erasure_dry_run_execute_and_rerun(spark: SparkSession, lake_before: 
     assert back == 0
 
 
-def test_an_erasure_interrupted_after_each_step_finishes_on_rerun(
-    spark: SparkSession, spark_config: FacelakeConfig, tmp_path: Path
-) -> None:
+def _synthetic_lake(spark: SparkSession, config: FacelakeConfig) -> tuple[list[str], set[str], int]:
+    """12 images (every third UK) with one face each and an index build; returns ids, UK ids, version."""
     import hashlib
 
     from indexdata import append_faces, face_ids
@@ -160,7 +159,6 @@ def test_an_erasure_interrupted_after_each_step_finishes_on_rerun(
     from jobs.lake.tables import merge_new_rows
     from jobs.testdata.vectors import clustered_vectors
 
-    config = spark_config.replace(lake=str(tmp_path / "lake"), index_exact_below=1_000)
     lake = config.lake
     ids = [hashlib.sha256(f"image {i}".encode()).hexdigest() for i in range(12)]
     image_rows = [
@@ -171,19 +169,60 @@ def test_an_erasure_interrupted_after_each_step_finishes_on_rerun(
     append_faces(spark, lake, clustered_vectors(12, 8, seed=3), face_ids(12), image_ids=ids)
     build_index(spark, config, RunContext("index-build"))
     uk = {r["image_id"] for r in image_rows if r["jurisdiction_tags"]}
-    versions = latest_version(spark, lake, "images")
+    return ids, uk, latest_version(spark, lake, "images")
 
-    # Each run stops after one more step; the next resumes from the stored plan and goes one further.
-    for step in ("suppress", "delete", "index", "history", "landing"):
-        with pytest.raises(ErasureStepFailed):
-            run_erasure(spark, config, _uk("execute"), RunContext("erase"), fail_after=step)
-    done = run_erasure(spark, config, _uk("execute"), RunContext("erase"))
-    assert done.status == "completed" and done.verified and done.history_survival == 1.0
+
+def _assert_uk_erased(spark: SparkSession, lake: str, ids: list[str], uk: set[str], versions: int) -> None:
     for version in range(versions + 1):
         got = {r[0] for r in read_table(spark, lake, "images", version=version).select("image_id").collect()}
         assert got in (set(), set(ids) - uk)  # the table's creation, then the one insert
     assert {r[0] for r in read_table(spark, lake, "images").select("image_id").collect()} == set(ids) - uk
     assert not {f for f in open_build(spark, lake).id_map["image_id"]} & uk
+
+
+def test_an_erasure_interrupted_after_each_step_finishes_on_rerun(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path: Path
+) -> None:
+    config = spark_config.replace(lake=str(tmp_path / "lake"), index_exact_below=1_000)
+    ids, uk, versions = _synthetic_lake(spark, config)
+    # Each run stops after one more step; the next resumes from the stored plan and goes one further.
+    for step in STEPS[1:-2]:
+        with pytest.raises(ErasureStepFailed):
+            run_erasure(spark, config, _uk("execute"), RunContext("erase"), fail_after=step)
+    done = run_erasure(spark, config, _uk("execute"), RunContext("erase"))
+    assert done.status == "completed" and done.verified and done.history_survival == 1.0
+    # The counts of steps done by earlier (interrupted) runs reach the outcome.
+    assert done.counts["suppression_added"] > 0 and done.counts["index_vectors_removed"] == len(uk)
+    _assert_uk_erased(spark, config.lake, ids, uk, versions)
+
+
+def test_the_dag_steps_run_one_call_each_and_the_summary_says_where_it_stands(
+    spark: SparkSession, spark_config: FacelakeConfig, tmp_path: Path
+) -> None:
+    from jobs.erasure.job import main
+
+    config = spark_config.replace(lake=str(tmp_path / "lake"), index_exact_below=1_000)
+    ids, uk, versions = _synthetic_lake(spark, config)
+    summaries = []
+    for step in DAG_STEPS:
+        out = tmp_path / f"{step}.json"
+        argv = ["--lake", config.lake, "--selector", "jurisdiction", "--mode", "execute"]
+        argv += ["--ticket", "REG-9", "--requested-by", "dpo", "--until", step, "--summary-json", str(out)]
+        assert main(argv) == 0
+        summaries.append(json.loads(out.read_text()))
+    assert [s["status"] for s in summaries] == ["in_progress"] * 5 + ["completed"]
+    assert summaries[1]["steps_done"] == ["suppress", "delete"]
+    assert summaries[2]["steps_done"][-2:] == ["history", "landing"]
+    assert summaries[3]["steps_done"][-2:] == ["index", "settle"] and summaries[3]["verified"] is None
+    assert summaries[4]["steps_done"][-1] == "verify" and summaries[4]["verified"] is True
+    last = summaries[-1]
+    assert (
+        last["verified"] is True and last["history_survival"] == 1.0 and Path(last["report_path"]).is_file()
+    )
+    assert last["counts"]["images"] == len(uk) and last["counts"]["index_vectors_removed"] == len(uk)
+    # Each call did only its own step: the history purge ran once, in the purge call.
+    assert "history" in summaries[2]["seconds"] and "history" not in summaries[3]["seconds"]
+    _assert_uk_erased(spark, config.lake, ids, uk, versions)
 
 
 def test_a_domain_erasure_reaches_sources_pages_and_quarantined_lines_of_its_subdomains(

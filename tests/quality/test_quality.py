@@ -312,6 +312,9 @@ def audit_row(i: int) -> dict[str, Any]:
         "first_readable_versions": None,
         "checks": [{"name": "no_rows", "passed": True, "detail": "0"}],
         "run_id": "r1",
+        "history_survival": 1.0 if i % 2 else None,
+        "report_path": None,
+        "dag_run_id": None,
     }
 
 
