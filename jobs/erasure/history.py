@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import re
+import stat
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -201,10 +203,24 @@ class TableFolder:
         return self.base + "/" + relpath
 
     def listing(self) -> dict[str, tuple[int, float | None]]:
-        """Every file under the table: relative path -> (size, mtime seconds)."""
+        """Every regular file under the folder: relative path -> (size, mtime seconds).
+
+        On local disk symbolic links are neither listed nor followed (a landing drop is untrusted: a
+        link to a folder outside it must not make the erasure read or delete there); object stores
+        have no links.
+        """
         from pyarrow import fs
 
         out = {}
+        if self.local:
+            for dirpath, dirnames, filenames in os.walk(self.base, followlinks=False):
+                dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+                for name in filenames:
+                    full = os.path.join(dirpath, name)
+                    st = os.lstat(full)
+                    if stat.S_ISREG(st.st_mode):
+                        out[os.path.relpath(full, self.base).replace(os.sep, "/")] = (st.st_size, st.st_mtime)
+            return out
         for info in self.fs.get_file_info(fs.FileSelector(self.base, recursive=True, allow_not_found=True)):
             if info.type == fs.FileType.File:
                 mtime = info.mtime.timestamp() if info.mtime is not None else None
@@ -226,7 +242,6 @@ class TableFolder:
         """Replace a file whole: through a temporary name and a rename where the store has renames."""
         target = self.full(relpath)
         if self.local:
-            import os
 
             tmp = posixpath.join(
                 posixpath.dirname(target), f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp"

@@ -307,3 +307,53 @@ def test_a_domain_erasure_reaches_sources_pages_and_quarantined_lines_of_its_sub
     suppressed = {(r["kind"], r["value"]) for r in read_table(spark, lake, "suppression").collect()}
     assert ("host", host_digest("example.co.uk")) in suppressed
     assert not any("example" in value for _, value in suppressed)  # hashes only
+
+
+def test_landing_cleanup_never_follows_links_out_of_the_drop_or_twice_into_it(tmp_path: Path) -> None:
+    import hashlib
+
+    from jobs.erasure.job import ErasurePlan, clean_landing
+
+    erased, kept = b"erased picture bytes", b"kept picture bytes"
+    erased_id = hashlib.sha256(erased).hexdigest()
+    drop, outside = tmp_path / "drop", tmp_path / "outside"
+    (drop / "images" / "ab").mkdir(parents=True)
+    outside.mkdir()
+    (drop / "images" / "ab" / "1.jpg").write_bytes(erased)
+    (drop / "images" / "ab" / "2.jpg").write_bytes(kept)
+    (outside / "3.jpg").write_bytes(erased)  # same content, outside the drop: never touched
+    (drop / "images" / "alias").symlink_to("ab")  # a second way to the same folder
+    (drop / "images" / "escape").symlink_to(outside)
+    (drop / "images" / "4.jpg").symlink_to(outside / "3.jpg")
+    lines = [
+        {"image_path": p, "source_url": f"https://e.example/{n}"}
+        for n, p in enumerate(
+            ["images/ab/1.jpg", "images/ab/2.jpg", "images/escape/3.jpg", "images/alias/1.jpg"]
+        )
+    ]
+    (drop / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    plan = ErasurePlan(
+        erasure_id="e" * 64,
+        selector_kind="image_hashes",
+        selector_digest="d" * 64,
+        image_ids=[erased_id],
+        subject=[],
+        expansion=[],
+        face_ids=[],
+        source_ids=[],
+        lines=[],
+        quarantine_ids=[],
+        link_ids=[],
+        phashes=[],
+        url_hashes=[],
+        host_digests=[],
+        drop_uris=[str(drop)],
+        counts={},
+        versions_before={},
+    )
+    counts = clean_landing(plan)
+    assert counts == {"landing_files_deleted": 1, "landing_lines_blanked": 1, "landing_drops_missing": 0}
+    assert not (drop / "images" / "ab" / "1.jpg").exists() and (drop / "images" / "ab" / "2.jpg").exists()
+    assert (outside / "3.jpg").read_bytes() == erased
+    kept_lines = (drop / "manifest.jsonl").read_text().split("\n")
+    assert kept_lines[0] == "" and json.loads(kept_lines[1])["image_path"] == "images/ab/2.jpg"
