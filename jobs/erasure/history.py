@@ -242,7 +242,6 @@ class TableFolder:
         """Replace a file whole: through a temporary name and a rename where the store has renames."""
         target = self.full(relpath)
         if self.local:
-
             tmp = posixpath.join(
                 posixpath.dirname(target), f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp"
             )
