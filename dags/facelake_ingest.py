@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facelake
+from jobs.orchestration.assets import FACES_ASSET
+from jobs.orchestration.runner import LAKE_POOL, asset_extra, run_job
+from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA
 
 
 @dag(
@@ -13,6 +17,9 @@ from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facela
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    # Manual runs: no automatic retry. The operator who triggered it sees the failure (a bad drop fails
+    # the same way again) and re-triggers; the nightly DAG retries with backoff.
+    default_args={"owner": "facelake", "retries": 0, "retry_delay": timedelta(minutes=2)},
     tags=["facelake"],
     params={
         # No default: the trigger form requires a drop.
@@ -34,22 +41,25 @@ from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facela
     doc_md=__doc__,
 )
 def facelake_ingest():
-    # Form values are read from the task context and passed to a shell-less child process as argv
-    # elements; no templated operator field ever holds them, so no template engine or shell reads them.
-    # A child process per job: the Spark driver's JVM never lives inside an Airflow worker.
-    @task
+    # Form values are read from the task context and passed to the job as argv elements (runner.run_job:
+    # a shell-less child process, the CLI's main in-process, or spark-submit's application args, chosen
+    # at run time); no templated operator field ever holds them, so no template engine or shell reads them.
+    # Both tasks write the lake: the one-slot pool keeps them apart from the nightly run and erasures.
+    @task(pool=LAKE_POOL)
     def ingest(params: dict | None = None) -> None:
         args = ["ingest", "--drop", params["drop"]]
         if params.get("lake"):
             args += ["--lake", params["lake"]]
-        run_facelake(args)
+        run_job(args)
 
-    @task
-    def embed(params: dict | None = None) -> None:
+    # The faces asset triggers facelake_index (index update outside the nightly run).
+    @task(pool=LAKE_POOL, outlets=[FACES_ASSET])
+    def embed(params: dict | None = None, outlet_events=None) -> None:
         args = ["embed"]
         if params.get("lake"):
             args += ["--lake", params["lake"]]
-        run_facelake(args)
+        run_job(args)
+        outlet_events[FACES_ASSET].extra = asset_extra(params.get("lake"))
 
     ingest() >> embed()
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facelake
+from jobs.orchestration.runner import LAKE_POOL, run_job
+from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA
 
 
 @dag(
@@ -15,6 +18,7 @@ from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facela
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    default_args={"owner": "facelake", "retries": 1, "retry_delay": timedelta(minutes=10)},
     tags=["facelake"],
     params={
         "lake": Param(
@@ -44,8 +48,9 @@ from jobs.orchestration.subprocess_task import URI_RULES, URI_SCHEMA, run_facela
     doc_md=__doc__,
 )
 def facelake_maintain():
-    # Form values go to a shell-less child process as argv elements, never through a template.
-    @task
+    # Form values reach the job as argv elements (runner.run_job), never through a template or shell.
+    # OPTIMIZE and VACUUM rewrite the lake's files: never next to an ingest or an erasure.
+    @task(pool=LAKE_POOL)
     def maintain(params: dict | None = None) -> None:
         args = ["maintain", "--optimize", params["optimize"]]
         if params.get("lake"):
@@ -56,7 +61,7 @@ def facelake_maintain():
             args.append("--no-vacuum")
         if params.get("retention_hours") is not None:
             args += ["--retention-hours", str(params["retention_hours"])]
-        run_facelake(args)
+        run_job(args)
 
     maintain()
 

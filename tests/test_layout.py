@@ -17,7 +17,9 @@ ALLOWED = {
     "index": {"core", "lake", "quality", "faces"},
     "erasure": {"core", "lake", "quality", "ingest", "faces", "index"},
     "quality": {"core", "lake"},
-    "orchestration": {"core"},
+    # lake: the spark_submit runner mode puts Delta's jars and the driver's launch settings
+    # (jobs.lake.session) on spark-submit's command line, imported only when that mode runs.
+    "orchestration": {"core", "lake"},
     "testdata": {"core"},
     "commands": {
         "core",

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "init": ("jobs.commands.init", "create every facelake table under the lake root"),
     "ingest": ("jobs.ingest.job", "ingest a crawl drop into the lake"),
+    "drops": (
+        "jobs.ingest.drops",
+        "nightly bookkeeping: find drops not fully ingested yet, mark a drop done, summarise the lake",
+    ),
     "embed": (
         "jobs.faces.embed",
         "detect, align and embed faces of new canonical images (insightface on onnxruntime)",

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from jobs.core.paths import cache_root
+from jobs.orchestration.runner import LAKE_POOL, LAKE_POOL_DESCRIPTION, LAKE_POOL_SLOTS
 
 # The DAG files live in the checkout (a deployment copies dags/ into its own DAG folder).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,8 @@ def airflow_env(home: Path | None = None) -> dict[str, str]:
         {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            # plugins/facelake_run_notes.py turns an erasure's report into the DAG run's note.
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             # Tasks run the `facelake` console script of this interpreter's environment (jobs.orchestration.subprocess_task).
@@ -38,8 +41,19 @@ def _airflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def migrate_db(home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``airflow db migrate`` (idempotent) for the SQLite metadata DB under ``home``, in a child process."""
-    return _airflow("db", "migrate", env=airflow_env(home))
+    """``airflow db migrate`` for the SQLite metadata DB under ``home``, then the lake pool
+    (``runner.LAKE_POOL``, one slot) with ``airflow pools set``; both idempotent, in child processes.
+
+    Returns the first failing step's result, else the pool step's with both steps' output.
+    """
+    env = airflow_env(home)
+    migrated = _airflow("db", "migrate", env=env)
+    if migrated.returncode != 0:
+        return migrated
+    pool = _airflow("pools", "set", LAKE_POOL, str(LAKE_POOL_SLOTS), LAKE_POOL_DESCRIPTION, env=env)
+    return subprocess.CompletedProcess(
+        pool.args, pool.returncode, migrated.stdout + pool.stdout, migrated.stderr + pool.stderr
+    )
 
 
 def run_dag(
