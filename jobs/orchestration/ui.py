@@ -198,8 +198,13 @@ class UiServer:
         request.add_header("Content-Type", "application/json")
         if token:
             request.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            # The API's own reason (a validation message) makes a failed call readable in a test report.
+            error.msg = f"{error.msg}: {error.read(2000).decode(errors='replace')}"
+            raise
 
     def ensure_pool(self) -> None:
         """Create the lake pool (one slot) unless it exists already (airflow_local.migrate_db makes it)."""

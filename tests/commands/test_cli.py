@@ -13,7 +13,7 @@ from jobs.commands.cli import COMMANDS, build_parser, main
 FACELAKE = str(Path(sys.executable).parent / "facelake")
 
 
-ACTIONS = {"index": ["build", "update", "prune", "list"]}
+ACTIONS = {"index": ["build", "update", "prune", "list"], "drops": ["find", "mark", "summary"]}
 
 
 def test_console_script_lists_every_command() -> None:

@@ -224,3 +224,12 @@ def test_malformed_settings_never_echo_their_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="spark_conf.*invalid JSON") as excinfo:
         FacelakeConfig().replace(spark_conf="{not json token-0033")
     assert "token-0033" not in error_text(excinfo)
+
+
+def test_a_relative_local_lake_is_pinned_to_an_absolute_path(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    assert load_config(overrides={"lake": "lake"}, environ={}).lake == str(tmp_path / "lake")
+    assert load_config(overrides={"lake": "./lake"}, environ={}).lake == str(tmp_path / "lake")
+    assert load_config(environ={}).lake == str(tmp_path / "lake")  # the default, ./lake
+    assert load_config(overrides={"lake": "s3a://b/lake"}, environ={}).lake == "s3a://b/lake"
+    assert load_config(overrides={"lake": "file:///x/lake"}, environ={}).lake == "file:///x/lake"

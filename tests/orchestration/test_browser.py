@@ -217,3 +217,53 @@ def test_erasure_dry_run_through_the_browser(ui: UiServer, spark: SparkSession, 
     errors = ui.api("GET", "/api/v2/importErrors")
     assert isinstance(errors, dict)
     assert errors["import_errors"] == [], [e["filename"] for e in errors["import_errors"]]
+
+
+def _pool_slots(pool: str, slots: int) -> dict[str, object]:
+    # The API validates a patch as a whole pool (name, slots, include_deferred); the mask applies slots only.
+    return {"pool": pool, "slots": slots, "include_deferred": False}
+
+
+def test_an_erasure_waits_for_the_lake_pool_rather_than_failing(
+    ui: UiServer, spark: SparkSession, tmp_path: Path
+) -> None:
+    """The real scheduler with the lake pool taken (as while the nightly run writes): the erasure's
+    first task waits, the run stays running, nothing fails; once the slot is free the run succeeds."""
+    from jobs.orchestration.runner import LAKE_POOL
+
+    lake = tmp_path / "lake"
+    init_lake(spark, str(lake))
+    run_id = "waits_for_the_pool"
+    conf = {"ticket": "DPO-POOL-1", "requested_by": "pool-test", "lake": str(lake), "mode": "dry_run"}
+    # No slot at all stands for "the nightly run holds the one slot": the scheduler sees the same thing.
+    ui.api("PATCH", f"/api/v2/pools/{LAKE_POOL}?update_mask=slots", _pool_slots(LAKE_POOL, 0))
+    try:
+        ui.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+        ui.api(
+            "POST",
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+        )
+        plan_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/plan"
+        seen: set[str | None] = set()
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            plan = ui.api("GET", plan_path)
+            assert isinstance(plan, dict)
+            seen.add(plan["state"])
+            time.sleep(3)
+        run = ui.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert isinstance(run, dict)
+        # Waiting for a slot: scheduled (or not yet), never running, failed or queued for a retry.
+        assert seen <= {None, "scheduled"} and "scheduled" in seen, seen
+        assert run["state"] in {"queued", "running"}, run["state"]
+    finally:
+        ui.api("PATCH", f"/api/v2/pools/{LAKE_POOL}?update_mask=slots", _pool_slots(LAKE_POOL, 1))
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = ui.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert isinstance(run, dict)
+        if run["state"] in {"success", "failed"}:
+            break
+        time.sleep(5)
+    assert run["state"] == "success", f"{run['state']}\n{_diagnostics(ui)}"
