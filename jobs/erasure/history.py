@@ -21,9 +21,10 @@ import posixpath
 import re
 import stat
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
@@ -261,7 +262,13 @@ class TableFolder:
     def write_parquet(self, relpath: str, table: pa.Table) -> int:
         sink = pa.BufferOutputStream()
         # INT96 as Spark writes by default: Spark reads it back as the same TimestampType column.
-        pq.write_table(table, sink, compression="snappy", use_deprecated_int96_timestamps=True)
+        pq.write_table(
+            table,
+            sink,
+            compression="snappy",
+            use_deprecated_int96_timestamps=True,
+            use_dictionary=dictionary_columns(table),
+        )
         data = sink.getvalue().to_pybytes()
         self.write(relpath, data)
         return len(data)
@@ -276,6 +283,33 @@ class TableFolder:
             sidecar = posixpath.join(posixpath.dirname(target), f".{posixpath.basename(target)}.crc")
             if self.fs.get_file_info(sidecar).type != fs.FileType.NotFound:
                 self.fs.delete_file(sidecar)
+
+
+def dictionary_columns(table: pa.Table, max_share: float = 0.5) -> list[str]:
+    """The Parquet leaf columns worth dictionary encoding: at most ``max_share`` of their values distinct.
+
+    Spark's writer drops a dictionary that does not pay; pyarrow keeps it, and on distinct values
+    (content bytes, ids, embedding floats) the dictionary page plus its indices outweigh the values,
+    so a rewritten file would grow past the one it replaces. Leaves of lists and structs are judged by
+    their own values and named by their Parquet path (``model_files.list.element.role``).
+    """
+
+    def leaves(path: str, values: Any, kind: pa.DataType) -> Iterator[tuple[str, Any]]:
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            yield from leaves(f"{path}.list.element", pc.list_flatten(values), kind.value_type)
+        elif pa.types.is_struct(kind):
+            for i in range(kind.num_fields):
+                field = kind.field(i)
+                yield from leaves(f"{path}.{field.name}", pc.struct_field(values, [i]), field.type)
+        elif not pa.types.is_nested(kind) and not pa.types.is_dictionary(kind):
+            yield path, values
+
+    keep = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        for path, values in leaves(name, column, column.type):
+            if len(values) == 0 or pc.count_distinct(values).as_py() <= max_share * len(values):
+                keep.append(path)
+    return keep
 
 
 def _is_data_file(relpath: str) -> bool:

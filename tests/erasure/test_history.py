@@ -12,6 +12,7 @@ from jobs.erasure.history import (
     RowRule,
     apply_rule,
     clear_delta_cache,
+    dictionary_columns,
     files_by_version,
     redact_text,
     rewrite_history,
@@ -20,6 +21,44 @@ from jobs.erasure.history import (
 
 ERASED = frozenset({"id20", "id40", "id41"})
 RULE = RowRule(drop=((("id",), ERASED),))
+
+
+def test_dictionary_encoding_is_kept_only_where_values_repeat() -> None:
+    """Rewritten files must not outgrow the files they replace: distinct bytes, ids and embedding floats
+    are written plain; repeated strings (also inside lists and structs) keep their dictionary."""
+    import io
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 400
+    model_file = pa.struct([("role", pa.string()), ("sha256", pa.string())])
+    table = pa.table(
+        {
+            "image_id": [f"{i:064x}" for i in range(n)],
+            "content": [rng.bytes(64) for _ in range(n)],
+            "pack_id": ["buffalo_s"] * n,
+            "embedding": pa.array(
+                list(rng.standard_normal((n, 64), dtype=np.float32)), pa.list_(pa.float32())
+            ),
+            "tags": [["uk", "gb"] if i % 2 else ["fr"] for i in range(n)],
+            "model_files": pa.array([[{"role": "det", "sha256": "ab" * 32}]] * n, pa.list_(model_file)),
+        }
+    )
+    assert dictionary_columns(table) == [
+        "pack_id",
+        "tags.list.element",
+        "model_files.list.element.role",
+        "model_files.list.element.sha256",
+    ]
+
+    def size(**options: object) -> int:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="snappy", **options)
+        return sink.tell()
+
+    assert size(use_dictionary=dictionary_columns(table)) < size()  # pyarrow's default: every column
 
 
 def test_apply_rule_drops_rows_and_scrubs_lists() -> None:
