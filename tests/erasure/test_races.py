@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,14 @@ from jobs.quality.gate import QualityGateError, publish_gate
 from jobs.testdata.sample_drop import generate_sample_drop
 
 TABLES = ("images", "image_sources", "faces", "face_status")
+
+# Five real erasures (each verifying every version of every table) between eight ingests, three embeds
+# and an index build: ~20 minutes on 2 cores, more than CI's 90-minute budget leaves. Opt in.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FACELAKE_RACE_TESTS") != "1",
+    reason="~20 min on 2 cores, outside CI's time budget: run with "
+    "FACELAKE_RACE_TESTS=1 ./dev test tests/erasure/test_races.py",
+)
 
 
 def _erase(spark: SparkSession, config: FacelakeConfig, ticket: str):  # -> ErasureOutcome
