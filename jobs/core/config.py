@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jobs.core.dropfiles import local_root
+
 log = logging.getLogger("facelake.config")
 
 ENV_PREFIX = "FACELAKE_"
@@ -30,7 +32,6 @@ _PART = re.compile(r"[^a-z0-9]+")
 # scheme://userinfo@ — with "user:secret" the secret may hold an unescaped '/', so that form runs to
 # the first '@' (a path after a port that holds '@' is over-masked: safe side); else up to '/'.
 _URI_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)(?:[^@\s/?#]*:[^@\s]*|[^@\s/?#:]+)@")
-_HAS_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:")
 _URI_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s]+)=([^&;#\s]*)")
 
 
@@ -90,7 +91,7 @@ class FacelakeConfig:
     def __post_init__(self) -> None:
         # A relative local lake ("lake", "./lake") would be read by Delta as a table name, and would
         # move with the working directory of each task: pin it to an absolute path once.
-        if self.lake and not _HAS_SCHEME.match(self.lake) and not os.path.isabs(self.lake):
+        if self.lake and local_root(self.lake) == self.lake and not os.path.isabs(self.lake):
             object.__setattr__(self, "lake", os.path.abspath(self.lake))
 
     def redacted(self) -> dict[str, Any]:
