@@ -42,6 +42,7 @@ from jobs.lake.tables import (
     row_id_col,
     upsert_rows,
 )
+from jobs.quality.gate import check_together, publish_gate
 
 log = logging.getLogger("facelake.embed")
 
@@ -312,8 +313,6 @@ def embed(
             *options.det_size,
         )
     if gate is None:  # the expectations gate is on unless a caller supplies its own
-        from jobs.quality.gate import publish_gate
-
         gate = publish_gate(spark, config, run, embedding_dim=pack.embedding_dim)
     run.inputs.update({"pack": pack.describe()})
     run.progress("model pack %s (%s)", pack.pack_id, pack.path)
@@ -472,11 +471,8 @@ def _publish(
         counts = {r["status"]: r["count"] for r in status.groupBy("status").count().collect()}
         out = {f"images_{s.value}": int(counts.get(s.value, 0)) for s in FaceStatus}
         # Both tables pass their expectations before either is written (one dq_results MERGE for both).
-        if hasattr(gate, "check_all"):
-            gate.check_all([("faces", faces), ("face_status", status)])
-        elif gate is not None:
-            gate("faces", faces)
-            gate("face_status", status)
+        if gate is not None:
+            check_together(gate, [("faces", faces), ("face_status", status)])
         # What is written is what was validated, checked again against erasures that committed meanwhile.
         out["faces_inserted"] = merge_new_rows(
             spark, config.lake, "faces", _still_publishable(spark, config.lake, faces), run

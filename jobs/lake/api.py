@@ -15,7 +15,7 @@ from jobs.core.config import FacelakeConfig, load_config
 from jobs.core.runs import RunContext
 from jobs.lake.fs import hadoop_path
 from jobs.lake.schemas import table_names, table_spec
-from jobs.lake.tables import commit_metadata, table_uri
+from jobs.lake.tables import commit_metadata, forget_checked_schema, table_uri
 
 log = logging.getLogger("facelake.lake")
 
@@ -401,6 +401,7 @@ class Lake:
         run.inputs.update({"table": name, "restore_to_version": version, "from_version": latest})
         with commit_metadata(self.spark, run):
             self._delta(name).restoreToVersion(version)
+        forget_checked_schema(self.root, name)
         log.info("restored %s from version %d to %d (run %s)", name, latest, version, run.run_id)
         return self.latest_version(name)
 

@@ -51,6 +51,12 @@ def table_uri(lake: str, name: str) -> str:
     return lake.rstrip("/") + "/tables/" + name
 
 
+# Tables whose schema this process has already brought up to its spec: a job calls ensure_table for the
+# same table many times, and each check loads the table's snapshot (~0.15 s). Schemas only ever grow
+# here, from the same spec, so a table once checked stays current for the life of the process.
+_SCHEMA_CHECKED: set[str] = set()
+
+
 def ensure_table(spark: SparkSession, lake: str, name: str) -> str:
     """Create table ``name`` with its schema and properties if absent; returns its URI."""
     from delta.tables import DeltaTable
@@ -58,7 +64,9 @@ def ensure_table(spark: SparkSession, lake: str, name: str) -> str:
     spec = table_spec(name)
     uri = table_uri(lake, name)
     if DeltaTable.isDeltaTable(spark, uri):
-        _add_missing_columns(spark, uri, spec)
+        if uri not in _SCHEMA_CHECKED:
+            _add_missing_columns(spark, uri, spec)
+            _SCHEMA_CHECKED.add(uri)
         return uri
     builder = (
         DeltaTable.createIfNotExists(spark).location(uri).addColumns(spec.schema).comment(spec.description)
@@ -69,6 +77,12 @@ def ensure_table(spark: SparkSession, lake: str, name: str) -> str:
         builder = builder.partitionedBy(*spec.partition_by)
     builder.execute()
     return uri
+
+
+def forget_checked_schema(lake: str, name: str) -> None:
+    """The next ``ensure_table`` checks table ``name``'s schema again (after a RESTORE, which may bring
+    back a schema from before columns were added)."""
+    _SCHEMA_CHECKED.discard(table_uri(lake, name))
 
 
 def _add_missing_columns(spark: SparkSession, uri: str, spec: TableSpec) -> None:

@@ -106,6 +106,20 @@ class PublishGate:
             write_results(self.spark, self.lake, [r for r in reports if r is not None], self.run)
 
 
+def check_together(gate: Any, checks: Sequence[Check]) -> None:
+    """Validate frames that are published together: ``gate.check_all(checks)`` (one ``dq_results``
+    MERGE for all) when the gate has it, else ``gate(suite, rows[, references])`` for each, in order
+    (a caller's own gate, e.g. in tests)."""
+    if hasattr(gate, "check_all"):
+        gate.check_all(checks)
+        return
+    for suite, rows, *rest in checks:
+        if rest and rest[0] is not None:
+            gate(suite, rows, references=rest[0])
+        else:
+            gate(suite, rows)
+
+
 def publish_gate(
     spark: SparkSession, config: Any, run: RunContext, **parameter_overrides: Any
 ) -> PublishGate:

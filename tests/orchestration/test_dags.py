@@ -153,7 +153,7 @@ def test_ingest_dag_param_form() -> None:
     assert dag.task_dict["ingest"].downstream_task_ids == {"embed"}
 
 
-def test_ingest_dag_runs_end_to_end(
+def test_ingest_then_index_dags_run_end_to_end(
     spark: SparkSession, config: FacelakeConfig, sample_drop: Path, tmp_path: Path
 ) -> None:
     done = run_dag(
@@ -176,6 +176,20 @@ def test_ingest_dag_runs_end_to_end(
     # The embed task ran after ingest: every canonical image has a face status for the pack.
     canonical = read_table(spark, config.lake, "images").where("canonical_id = image_id").count()
     assert read_table(spark, config.lake, "face_status").count() == canonical > 0
+
+    # The index DAG (data-aware on faces; by hand here, with the lake as a form value) builds the
+    # first FAISS build over exactly the faces the ingest DAG's embed wrote, and makes it current.
+    from jobs.index.registry import current_build
+
+    indexed = run_dag("facelake_index", {"lake": config.lake}, home=tmp_path / "airflow")
+    assert indexed.returncode == 0, (indexed.stdout + indexed.stderr)[-3000:]
+    faces = read_table(spark, config.lake, "faces")
+    build = current_build(spark, config.lake)
+    assert build.n_vectors == faces.count() > 0
+    assert (
+        build.faces_version
+        == DeltaTable.forPath(spark, table_uri(config.lake, "faces")).history(1).first()["version"]
+    )
 
 
 def test_maintain_dag_form() -> None:
