@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -9,9 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lakedata import rows
 from pyspark.sql import SparkSession
 
-from jobs.lake.tables import init_lake
+from jobs.core.runs import RunContext
+from jobs.lake.tables import init_lake, merge_new_rows
 from jobs.orchestration.airflow_local import PROJECT_ROOT
 from jobs.orchestration.ui import UiServer, free_port, start_ui
 
@@ -127,6 +130,13 @@ def _wait_for_note(page: Page, timeout: float = 60.0) -> None:
 def test_erasure_dry_run_through_the_browser(ui: UiServer, spark: SparkSession, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     init_lake(spark, str(lake))
+    # Six images, every other one tagged UK: the dry run must find exactly those three.
+    ids = [hashlib.sha256(f"browser image {i}".encode()).hexdigest() for i in range(6)]
+    images = [
+        {"image_id": v, "canonical_id": v, "jurisdiction_tags": ["uk"] if i % 2 == 0 else []}
+        for i, v in enumerate(ids)
+    ]
+    merge_new_rows(spark, str(lake), "images", rows(spark, "images", images), RunContext("ingest"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
@@ -207,6 +217,7 @@ def test_erasure_dry_run_through_the_browser(ui: UiServer, spark: SparkSession, 
     assert note.strip(), f"the run has no note\n{_diagnostics(ui)}"
     # The dialog renders the note's Markdown: every word of the note is on screen.
     assert "dry_run" in shown
+    assert re.search(r"\bimages 3\b", note), note  # the three UK images planned, none of the others
     words = re.findall(r"[A-Za-z0-9_./-]{3,}", re.sub(r"\]\([^)]*\)", "]", note))
     missing = [word for word in words if word not in shown]
     assert not missing, f"note words not shown in the UI: {missing[:10]}\nshown: {shown!r}\nnote: {note!r}"
