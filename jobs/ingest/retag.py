@@ -127,15 +127,11 @@ def _check(
     faces_table: DataFrame,
 ) -> None:
     """Validate every frame of ``publish`` (empty ones are skipped by the gate); raises on a failure."""
-    if gate is not None:
-        if hasattr(gate, "check_all"):
-            gate.check_all([(name, publish[name]) for name in WRITE_ORDER])
-        else:
-            for name in WRITE_ORDER:
-                gate(name, publish[name])
-        return
-    from jobs.quality.gate import publish_gate
+    from jobs.quality.gate import check_together, publish_gate
 
+    if gate is not None:
+        check_together(gate, [(name, publish[name]) for name in WRITE_ORDER])
+        return
     faces_by_dim = _faces_by_pack_dim(publish["faces"], faces_table)
     first_dim, first_faces = faces_by_dim[0] if faces_by_dim else (None, publish["faces"])
     dim = {} if first_dim is None else {"embedding_dim": first_dim}

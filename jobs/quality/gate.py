@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -106,11 +106,11 @@ class PublishGate:
             write_results(self.spark, self.lake, [r for r in reports if r is not None], self.run)
 
 
-def check_together(gate: Any, checks: Sequence[Check]) -> None:
+def check_together(gate: PublishGate | Callable[..., object], checks: Sequence[Check]) -> None:
     """Validate frames that are published together: ``gate.check_all(checks)`` (one ``dq_results``
     MERGE for all) when the gate has it, else ``gate(suite, rows[, references])`` for each, in order
     (a caller's own gate, e.g. in tests)."""
-    if hasattr(gate, "check_all"):
+    if isinstance(gate, PublishGate):
         gate.check_all(checks)
         return
     for suite, rows, *rest in checks:

@@ -14,7 +14,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from jobs.core.config import FacelakeConfig
-from jobs.lake.tables import read_table, table_uri
+from jobs.lake.tables import latest_version, read_table, table_uri
 from jobs.orchestration.airflow_local import PROJECT_ROOT, run_dag
 
 
@@ -186,10 +186,7 @@ def test_ingest_then_index_dags_run_end_to_end(
     faces = read_table(spark, config.lake, "faces")
     build = current_build(spark, config.lake)
     assert build.n_vectors == faces.count() > 0
-    assert (
-        build.faces_version
-        == DeltaTable.forPath(spark, table_uri(config.lake, "faces")).history(1).first()["version"]
-    )
+    assert build.faces_version == latest_version(spark, config.lake, "faces")
 
 
 def test_maintain_dag_form() -> None:
