@@ -151,7 +151,7 @@ def embed_partition_fn(pack: ModelPack, settings: RuntimeSettings, rec_batch: in
         for batch in batches:
             items = list(zip(batch["image_id"], batch["content"], strict=True))
             results = analyse_images(loaded, items, rec_batch=rec_batch, max_pixels=max_pixels)
-            yield results_frame(results, worker, load_count(pack.pack_sha256, settings))
+            yield results_frame(results, worker, load_count(pack, settings))
 
     return run
 

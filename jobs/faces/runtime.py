@@ -166,9 +166,10 @@ def load_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
 
 _CACHE: dict[tuple[Any, ...], LoadedPack] = {}
 _CACHE_LOCK = threading.Lock()
-# (pack_sha256, settings) -> loads in this process. Keyed by settings too: a reused Python worker that
-# ran an earlier job with other settings (threads, det_size) legitimately holds a second copy.
-_LOADS: dict[tuple[str, RuntimeSettings], int] = {}
+# Loads in this process, keyed like _CACHE (folder, checksum, settings): a reused Python worker that ran
+# an earlier job with other settings (threads, det_size), or the same pack from another folder,
+# legitimately holds a second copy.
+_LOADS: dict[tuple[Any, ...], int] = {}
 
 
 def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
@@ -179,7 +180,7 @@ def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
         if loaded is None:
             loaded = load_pack(pack, settings)
             _CACHE[key] = loaded
-            _LOADS[pack.pack_sha256, settings] = _LOADS.get((pack.pack_sha256, settings), 0) + 1
+            _LOADS[key] = _LOADS.get(key, 0) + 1
             log.info(
                 "loaded model pack %s in process %d (%s, %d thread(s))",
                 pack.pack_id,
@@ -190,12 +191,14 @@ def cached_pack(pack: ModelPack, settings: RuntimeSettings) -> LoadedPack:
         return loaded
 
 
-def load_count(pack_sha256: str | None = None, settings: RuntimeSettings | None = None) -> int:
-    """How many times this process loaded that pack with those settings (any, when None); tests check one."""
+def load_count(pack: ModelPack | None = None, settings: RuntimeSettings | None = None) -> int:
+    """How many times this process loaded that pack (its folder and checksum) with those settings (any,
+    when None); tests check one."""
     return sum(
         n
-        for (sha, with_settings), n in _LOADS.items()
-        if pack_sha256 in (None, sha) and settings in (None, with_settings)
+        for (path, sha, with_settings), n in _LOADS.items()
+        if (pack is None or (path, sha) == (pack.path, pack.pack_sha256))
+        and settings in (None, with_settings)
     )
 
 
